@@ -1,0 +1,602 @@
+//! The guest side of mr's app ABI: an app is a map and a reduce function plus one
+//! [`mr_app!`] line, and this crate turns them into the exports the worker calls.
+//!
+//! The worker runs each app as a core Wasm module (wasm32-unknown-unknown) with no WASI:
+//! the app sees its input, its output and four host functions (`mr.log`, `mr.fail`,
+//! `mr.random_u64`, `mr.sleep_ms`), nothing else. The byte layouts are in
+//! `apps-wasm/README.md`; this crate is the only place apps need to know them.
+//!
+//! Speed matters because a map call covers a whole split (16 MiB and more): buffers live
+//! in the instance between calls, words borrow from the input, and an app that declares
+//! a combiner folds repeated keys in a hash map inside the guest, so the host receives
+//! one record per distinct key instead of one per word.
+//!
+//! ```ignore
+//! use mr_app_sdk::{mr_app, words, Emitter};
+//! fn map(_name: &str, contents: &[u8], out: &mut Emitter) {
+//!     for w in words(contents) { out.emit(w, "1"); }
+//! }
+//! fn reduce(_key: &str, counts: &[&str]) -> String { mr_app_sdk::sum_counts(counts).to_string() }
+//! mr_app!(map = map, reduce = reduce, combine = mr_app_sdk::add_count);
+//! ```
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use unicode_general_category::{GeneralCategory, get_general_category};
+
+/// The ABI version this SDK speaks; the host refuses modules that report another one.
+pub const ABI_VERSION: i32 = 1;
+
+/// `map(input_name, contents, out)`: called once per split; emit records with `out`.
+pub type MapFn = fn(&str, &[u8], &mut Emitter<'_>);
+/// `reduce(key, values) -> value`: called once per key with all of its values.
+pub type ReduceFn = fn(&str, &[&str]) -> String;
+/// `combine(key, acc, value)`: folds `value` into `acc`, the key's accumulated value.
+/// In place rather than returning a new `String` so that the hot path of a combining map
+/// (one call per repeated word) does not allocate.
+pub type CombineFn = fn(&str, &mut String, &str);
+
+// ---------------------------------------------------------------------------------------
+// Host functions.
+
+#[cfg(target_arch = "wasm32")]
+mod host {
+    #[link(wasm_import_module = "mr")]
+    unsafe extern "C" {
+        #[link_name = "log"]
+        fn mr_log(ptr: *const u8, len: usize);
+        #[link_name = "fail"]
+        fn mr_fail(ptr: *const u8, len: usize);
+        #[link_name = "random_u64"]
+        fn mr_random_u64() -> i64;
+        #[link_name = "sleep_ms"]
+        fn mr_sleep_ms(ms: i32);
+    }
+
+    pub fn log(msg: &str) {
+        // SAFETY: the host only reads `len` bytes at `ptr`, which is a live &str.
+        unsafe { mr_log(msg.as_ptr(), msg.len()) }
+    }
+    pub fn fail(msg: &str) {
+        // SAFETY: as for log; the host traps the instance, so this does not return.
+        unsafe { mr_fail(msg.as_ptr(), msg.len()) }
+    }
+    pub fn random_u64() -> u64 {
+        // SAFETY: no arguments, no memory access.
+        unsafe { mr_random_u64() as u64 }
+    }
+    pub fn sleep_ms(ms: u32) {
+        // SAFETY: no memory access.
+        unsafe { mr_sleep_ms(i32::try_from(ms).unwrap_or(i32::MAX)) }
+    }
+}
+
+// Stand-ins so that the SDK's logic can be unit-tested on the build machine.
+#[cfg(not(target_arch = "wasm32"))]
+mod host {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    pub fn log(msg: &str) {
+        eprintln!("app: {msg}");
+    }
+    pub fn fail(msg: &str) {
+        eprintln!("app failed: {msg}");
+    }
+    pub fn random_u64() -> u64 {
+        // splitmix64: good enough for tests, no dependency.
+        static STATE: AtomicU64 = AtomicU64::new(0x853c_49e6_748f_ea9b);
+        let mut z = STATE
+            .fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed)
+            .wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    pub fn sleep_ms(ms: u32) {
+        std::thread::sleep(std::time::Duration::from_millis(ms.into()));
+    }
+}
+
+/// Writes a message to the worker's log (the host keeps the first 4 KiB of it).
+pub fn log(msg: &str) {
+    host::log(msg)
+}
+
+/// 64 random bits from the host (the module has no entropy source of its own).
+pub fn random_u64() -> u64 {
+    host::random_u64()
+}
+
+/// Sleeps `ms` milliseconds. The host never sleeps past the task's deadline: if the
+/// deadline comes first, the call ends the task with the time-limit error.
+pub fn sleep_ms(ms: u32) {
+    host::sleep_ms(ms)
+}
+
+// ---------------------------------------------------------------------------------------
+// Words.
+
+/// Whether `c` is a letter by Go's `unicode.IsLetter`: general category L (Lu, Ll, Lt,
+/// Lm, Lo). Not `char::is_alphabetic`, which also accepts Nl (`Ⅻ`) and combining marks,
+/// and would make the output differ from the lab's reference results.
+#[inline]
+pub fn is_letter(c: char) -> bool {
+    if c.is_ascii() {
+        c.is_ascii_alphabetic()
+    } else {
+        matches!(
+            get_general_category(c),
+            GeneralCategory::UppercaseLetter
+                | GeneralCategory::LowercaseLetter
+                | GeneralCategory::TitlecaseLetter
+                | GeneralCategory::ModifierLetter
+                | GeneralCategory::OtherLetter
+        )
+    }
+}
+
+/// The words of `contents`: maximal runs of letters ([`is_letter`]), as the lab's
+/// `strings.FieldsFunc(contents, func(r rune) bool { return !unicode.IsLetter(r) })`.
+/// Bytes that are not valid UTF-8 separate words, as Go's U+FFFD would. The words
+/// borrow from `contents`: nothing is allocated.
+pub fn words(contents: &[u8]) -> Words<'_> {
+    Words {
+        chunks: contents.utf8_chunks(),
+        rest: "",
+    }
+}
+
+/// Iterator returned by [`words`].
+pub struct Words<'a> {
+    chunks: std::str::Utf8Chunks<'a>,
+    /// The unscanned part of the current valid chunk.
+    rest: &'a str,
+}
+
+impl<'a> Iterator for Words<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        loop {
+            if let Some(start) = self.rest.find(is_letter) {
+                let tail = &self.rest[start..];
+                let end = tail.find(|c| !is_letter(c)).unwrap_or(tail.len());
+                let (word, rest) = tail.split_at(end);
+                self.rest = rest;
+                return Some(word);
+            }
+            // A word never spans two chunks: the invalid bytes between them separate.
+            self.rest = self.chunks.next()?.valid();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Counting helpers (for wc-like apps).
+
+/// Sums decimal counts; panics (a failed task with this message) on a non-number.
+pub fn sum_counts(values: &[&str]) -> u64 {
+    values.iter().map(|v| parse_count(v)).sum()
+}
+
+/// A combiner for counts: `acc += value`, in decimal, without allocating.
+pub fn add_count(_key: &str, acc: &mut String, value: &str) {
+    let sum = parse_count(acc) + parse_count(value);
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut n = sum;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    acc.clear();
+    for &d in &digits[i..] {
+        acc.push(char::from(d));
+    }
+}
+
+fn parse_count(s: &str) -> u64 {
+    match s.parse() {
+        Ok(n) => n,
+        Err(e) => panic!("count {s:?} is not a decimal number: {e}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Emitting map output.
+
+/// Collects a map call's records. With a combiner it holds one accumulated value per
+/// distinct key; without, it appends every record in emission order.
+pub struct Emitter<'a> {
+    out: &'a mut Vec<u8>,
+    combiner: Option<(&'a mut CombineMap, CombineFn)>,
+}
+
+type CombineMap = HashMap<Box<str>, String, BuildHasherDefault<FxHasher>>;
+
+impl Emitter<'_> {
+    /// Emits one (key, value) record.
+    #[inline]
+    pub fn emit(&mut self, key: &str, value: &str) {
+        match &mut self.combiner {
+            None => put_record(self.out, key.as_bytes(), value.as_bytes()),
+            Some((map, combine)) => match map.get_mut(key) {
+                Some(acc) => combine(key, acc, value),
+                None => {
+                    map.insert(key.into(), value.to_owned());
+                }
+            },
+        }
+    }
+}
+
+fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    // The host bounds every length by the module's memory (< 4 GiB), so this fits.
+    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    out.extend_from_slice(bytes);
+}
+
+fn put_record(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
+    put_bytes(out, key);
+    put_bytes(out, value);
+}
+
+/// rustc's FxHash: a multiply-rotate hash, several times faster than SipHash for the
+/// short keys of a combiner. Hash flooding is no concern inside a sandboxed task.
+#[derive(Default, Clone, Copy)]
+pub struct FxHasher {
+    hash: u64,
+}
+
+impl FxHasher {
+    #[inline]
+    fn add(&mut self, word: u64) {
+        self.hash = (self.hash.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+}
+
+impl Hasher for FxHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(word));
+        }
+        let tail = chunks.remainder();
+        if !tail.is_empty() {
+            let mut word = [0u8; 8];
+            word[..tail.len()].copy_from_slice(tail);
+            self.add(u64::from_le_bytes(word));
+        }
+    }
+
+    #[inline]
+    fn write_u8(&mut self, byte: u8) {
+        self.add(byte.into());
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        // The multiply leaves its best bits high; hashbrown picks buckets from low bits.
+        self.hash.rotate_left(26)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The exports' implementation (called by the code that mr_app! generates).
+
+#[doc(hidden)]
+pub mod __rt {
+    use super::*;
+    use std::cell::RefCell;
+
+    /// Buffers kept for the instance's life: a reduce session makes many calls, and
+    /// reallocating them each time would be wasted work.
+    #[derive(Default)]
+    struct State {
+        input: Vec<u8>,
+        out: Vec<u8>,
+        combined: CombineMap,
+    }
+
+    thread_local! {
+        static STATE: RefCell<State> = RefCell::default();
+    }
+
+    fn init() {
+        static HOOK: std::sync::Once = std::sync::Once::new();
+        HOOK.call_once(|| {
+            std::panic::set_hook(Box::new(|info| {
+                let what = info.payload_as_str().unwrap_or("panic");
+                let msg = match info.location() {
+                    Some(at) => format!("{what} (at {}:{})", at.file(), at.line()),
+                    None => what.to_owned(),
+                };
+                // The host traps on mr.fail; on the build machine the abort follows.
+                host::fail(&msg);
+            }));
+        });
+    }
+
+    pub fn alloc(len: i32) -> i32 {
+        init();
+        let Ok(len) = usize::try_from(len) else {
+            panic!("mr_alloc: negative length {len}");
+        };
+        STATE.with_borrow_mut(|s| {
+            // Zero-filling keeps this free of unsafe; it costs far less than the map.
+            s.input.clear();
+            s.input.resize(len, 0);
+            s.input.as_mut_ptr() as usize as i32
+        })
+    }
+
+    /// Checks that the host passed back the buffer mr_alloc handed out.
+    fn input_of(s: &State, ptr: i32, len: i32) {
+        let ok = ptr as usize == s.input.as_ptr() as usize && len as usize == s.input.len();
+        assert!(ok, "the host passed ({ptr}, {len}), not the buffer from mr_alloc");
+    }
+
+    fn pack(out: &[u8]) -> i64 {
+        (((out.as_ptr() as usize as u64) << 32) | out.len() as u64) as i64
+    }
+
+    pub fn map(ptr: i32, len: i32, map: MapFn, combine: Option<CombineFn>) -> i64 {
+        init();
+        STATE.with_borrow_mut(|s| {
+            input_of(s, ptr, len);
+            let State {
+                input,
+                out,
+                combined,
+            } = s;
+            run_map(input, map, combine, out, combined);
+            pack(out)
+        })
+    }
+
+    pub fn reduce(ptr: i32, len: i32, reduce: ReduceFn) -> i64 {
+        init();
+        STATE.with_borrow_mut(|s| {
+            input_of(s, ptr, len);
+            run_reduce(&s.input, reduce, &mut s.out);
+            pack(&s.out)
+        })
+    }
+
+    /// Runs `map` over an encoded map input, leaving the encoded records in `out`.
+    pub fn run_map(
+        input: &[u8],
+        map: MapFn,
+        combine: Option<CombineFn>,
+        out: &mut Vec<u8>,
+        combined: &mut CombineMap,
+    ) {
+        let mut rest = input;
+        let name = take_str(&mut rest, "input name");
+        out.clear();
+        combined.clear();
+        let mut emitter = Emitter {
+            out,
+            combiner: combine.map(|c| (&mut *combined, c)),
+        };
+        map(name, rest, &mut emitter);
+        if combine.is_some() {
+            for (key, value) in combined.drain() {
+                put_record(out, key.as_bytes(), value.as_bytes());
+            }
+        }
+    }
+
+    /// Runs `reduce` over each group of an encoded batch, leaving the values in `out`.
+    pub fn run_reduce(input: &[u8], reduce: ReduceFn, out: &mut Vec<u8>) {
+        out.clear();
+        let mut rest = input;
+        let mut values: Vec<&str> = Vec::new();
+        while !rest.is_empty() {
+            let key = take_str(&mut rest, "key");
+            let n = take_u32(&mut rest);
+            values.clear();
+            for _ in 0..n {
+                values.push(take_str(&mut rest, "value"));
+            }
+            let value = reduce(key, &values);
+            put_bytes(out, value.as_bytes());
+        }
+    }
+
+    fn take_u32(rest: &mut &[u8]) -> u32 {
+        let Some((head, tail)) = rest.split_first_chunk::<4>() else {
+            panic!("malformed input from the host: truncated length");
+        };
+        *rest = tail;
+        u32::from_le_bytes(*head)
+    }
+
+    fn take_str<'a>(rest: &mut &'a [u8], what: &str) -> &'a str {
+        let len = take_u32(rest) as usize;
+        let Some((bytes, tail)) = rest.split_at_checked(len) else {
+            panic!("malformed input from the host: truncated {what}");
+        };
+        *rest = tail;
+        match std::str::from_utf8(bytes) {
+            Ok(s) => s,
+            Err(e) => panic!("the {what} is not UTF-8: {e}"),
+        }
+    }
+}
+
+/// Declares the app: generates the module's exports around a map, a reduce and an
+/// optional combine function ([`MapFn`], [`ReduceFn`], [`CombineFn`]).
+#[macro_export]
+macro_rules! mr_app {
+    (map = $map:path, reduce = $reduce:path $(, combine = $combine:path)? $(,)?) => {
+        #[unsafe(no_mangle)]
+        pub extern "C" fn mr_abi_version() -> i32 {
+            $crate::ABI_VERSION
+        }
+
+        #[unsafe(no_mangle)]
+        pub extern "C" fn mr_alloc(len: i32) -> i32 {
+            $crate::__rt::alloc(len)
+        }
+
+        #[unsafe(no_mangle)]
+        pub extern "C" fn mr_map(ptr: i32, len: i32) -> i64 {
+            let combine: ::core::option::Option<$crate::CombineFn> = None;
+            $(let combine = Some($combine as $crate::CombineFn);)?
+            $crate::__rt::map(ptr, len, $map, combine)
+        }
+
+        #[unsafe(no_mangle)]
+        pub extern "C" fn mr_reduce(ptr: i32, len: i32) -> i64 {
+            $crate::__rt::reduce(ptr, len, $reduce)
+        }
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all(s: &[u8]) -> Vec<&str> {
+        words(s).collect()
+    }
+
+    #[test]
+    fn words_are_runs_of_go_letters() {
+        assert_eq!(all(b"Hello, world! it's 42x"), ["Hello", "world", "it", "s", "x"]);
+        // Lt, Lm, Lo and Latin-1 letters (ª is Lo) are letters, as in Go.
+        assert_eq!(all("ǅemal ʰa 中文 ªb".as_bytes()), ["ǅemal", "ʰa", "中文", "ªb"]);
+        // Nl (Roman numeral twelve) and Mn (combining acute) separate words in Go...
+        assert_eq!(all("aⅫb".as_bytes()), ["a", "b"]);
+        assert_eq!(all("cafe\u{301}s".as_bytes()), ["cafe", "s"]);
+        // ...as do the vowel signs and virama of Indic scripts (Mn, Mc)...
+        assert_eq!(all("नमस्ते".as_bytes()), ["नमस", "त"]);
+        // ...though Rust's is_alphabetic calls Nl and many marks letters: hence the table.
+        assert!('Ⅻ'.is_alphabetic() && '\u{345}'.is_alphabetic() && '\u{947}'.is_alphabetic());
+        assert!(!is_letter('Ⅻ') && !is_letter('\u{345}') && !is_letter('\u{947}'));
+        // Digits of other scripts (Nd) are not letters either.
+        assert_eq!(all("x١٢y".as_bytes()), ["x", "y"]);
+    }
+
+    #[test]
+    fn invalid_utf8_separates_words() {
+        assert_eq!(all(b"ab\xffcd\xe4\xb8"), ["ab", "cd"]);
+        assert_eq!(all(b"\xc3(x"), ["x"]);
+        assert!(all(b"").is_empty());
+        assert!(all(b" \n\t123 ").is_empty());
+    }
+
+    fn encode_map_input(name: &str, contents: &[u8]) -> Vec<u8> {
+        let mut v = Vec::new();
+        put_bytes(&mut v, name.as_bytes());
+        v.extend_from_slice(contents);
+        v
+    }
+
+    fn decode_records(mut b: &[u8]) -> Vec<(String, String)> {
+        let mut take = || {
+            let n = u32::from_le_bytes(b[..4].try_into().unwrap()) as usize;
+            let s = String::from_utf8(b[4..4 + n].to_vec()).unwrap();
+            b = &b[4 + n..];
+            (s, b.is_empty())
+        };
+        let mut v = Vec::new();
+        loop {
+            let (k, _) = take();
+            let (val, end) = take();
+            v.push((k, val));
+            if end {
+                return v;
+            }
+        }
+    }
+
+    fn wc_map(_name: &str, contents: &[u8], out: &mut Emitter) {
+        for w in words(contents) {
+            out.emit(w, "1");
+        }
+    }
+
+    #[test]
+    fn map_without_combiner_keeps_every_record_in_order() {
+        let input = encode_map_input("doc", b"b a b");
+        let (mut out, mut map) = (Vec::new(), CombineMap::default());
+        __rt::run_map(&input, wc_map, None, &mut out, &mut map);
+        let recs = decode_records(&out);
+        assert_eq!(recs, [("b", "1"), ("a", "1"), ("b", "1")].map(|(k, v)| (k.into(), v.into())));
+    }
+
+    #[test]
+    fn map_with_combiner_folds_repeated_keys() {
+        let input = encode_map_input("doc", b"b a b c b");
+        let (mut out, mut map) = (Vec::new(), CombineMap::default());
+        __rt::run_map(&input, wc_map, Some(add_count), &mut out, &mut map);
+        let mut recs = decode_records(&out);
+        recs.sort();
+        assert_eq!(recs, [("a", "1"), ("b", "3"), ("c", "1")].map(|(k, v)| (k.into(), v.into())));
+    }
+
+    #[test]
+    fn reduce_runs_once_per_group() {
+        let mut input = Vec::new();
+        for (k, vals) in [("a", &["1", "2"][..]), ("b", &[][..]), ("c", &["7"][..])] {
+            put_bytes(&mut input, k.as_bytes());
+            input.extend_from_slice(&(vals.len() as u32).to_le_bytes());
+            for v in vals {
+                put_bytes(&mut input, v.as_bytes());
+            }
+        }
+        let mut out = Vec::new();
+        __rt::run_reduce(&input, |_, v| sum_counts(v).to_string(), &mut out);
+        let mut expect = Vec::new();
+        for v in ["3", "0", "7"] {
+            put_bytes(&mut expect, v.as_bytes());
+        }
+        assert_eq!(out, expect);
+    }
+
+    #[test]
+    fn add_count_adds_in_decimal() {
+        let mut acc = String::from("99");
+        add_count("k", &mut acc, "1");
+        assert_eq!(acc, "100");
+        add_count("k", &mut acc, "18446744073709551515");
+        assert_eq!(acc, u64::MAX.to_string());
+    }
+}
+#[cfg(test)]
+mod bench_tmp {
+    use super::*;
+    #[test]
+    fn bench_native() {
+        let voc = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta"];
+        let mut text = Vec::new();
+        __put(&mut text);
+        let mut n = 0;
+        while text.len() < 16 << 20 { text.extend_from_slice(voc[n % 7].as_bytes()); text.push(b' '); n += 1; }
+        fn wc_map(_: &str, c: &[u8], out: &mut Emitter) { for w in words(c) { out.emit(w, "1"); } }
+        fn count(c: &[u8]) -> usize { words(c).count() }
+        let (mut out, mut map) = (Vec::new(), CombineMap::default());
+        for _ in 0..3 {
+            let t = std::time::Instant::now();
+            __rt::run_map(&text, wc_map, Some(add_count), &mut out, &mut map);
+            eprintln!("native wc {:?}", t.elapsed());
+            let t = std::time::Instant::now();
+            __rt::run_map(&text, wc_map, Some(|_, _, _| {}), &mut out, &mut map);
+            eprintln!("native wc noop combine {:?}", t.elapsed());
+            let t = std::time::Instant::now();
+            let k = count(&text[4..]);
+            eprintln!("native words only {:?} {k}", t.elapsed());
+        }
+    }
+    fn __put(v: &mut Vec<u8>) { v.extend_from_slice(&0u32.to_le_bytes()); }
+}

@@ -1,0 +1,9 @@
+//! What the coordinator and the worker share beyond the gRPC schema: where files live on the
+//! shared data folder and which paths a job may touch ([`data_dir`]), and how both binaries
+//! set up their logs ([`telemetry`]).
+
+pub mod data_dir;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use data_dir::{DataDir, PathError};

@@ -1,0 +1,85 @@
+//! `mr-coordinator`: serves the job API and the worker API (see the `mr_coordinator` crate).
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use mr_common::telemetry::{self, LogFormat};
+use mr_coordinator::config::CoordinatorConfig;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "mr coordinator: the job API for users and task dispatch for workers"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Address to serve gRPC on.
+    #[arg(long, env = "MR_LISTEN", default_value = "0.0.0.0:50051")]
+    listen: SocketAddr,
+    /// Shared data folder: inputs, intermediates and outputs.
+    #[arg(long, env = "MR_DATA_DIR", default_value = "data")]
+    data_dir: PathBuf,
+    /// Folder holding the apps as `<app>.wasm`.
+    #[arg(long, env = "MR_APPS_DIR", default_value = "target/apps")]
+    apps_dir: PathBuf,
+    /// An attempt with no report or heartbeat for this long is reassigned.
+    #[arg(long, env = "MR_TASK_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    task_timeout: Duration,
+    /// Failures of one task (app error, limits, I/O) that fail its job.
+    #[arg(long, env = "MR_MAX_TASK_FAILURES", default_value_t = 4)]
+    max_task_failures: u32,
+    /// CPU time an app may use for one task.
+    #[arg(long, env = "MR_TASK_TIME_LIMIT", default_value = "60s", value_parser = humantime::parse_duration)]
+    task_time_limit: Duration,
+    /// Memory (MiB) an app may use for one task.
+    #[arg(long, env = "MR_TASK_MEMORY_MIB", default_value_t = 256)]
+    task_memory_mib: u64,
+    /// Largest input split (bytes) when a job does not choose.
+    #[arg(long, env = "MR_SPLIT_BYTES", default_value_t = 16 << 20)]
+    split_bytes: u64,
+    /// Log line format.
+    #[arg(long, env = "MR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Exits 0 if the coordinator at ADDR reports SERVING (for container healthchecks).
+    Health {
+        #[arg(long, env = "MR_HEALTH_ADDR", default_value = "http://127.0.0.1:50051")]
+        addr: String,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if let Some(Command::Health { addr }) = &cli.command {
+        mr_coordinator::health::check(addr).await?;
+        println!("SERVING");
+        return Ok(());
+    }
+    telemetry::init(cli.log_format);
+    let config = CoordinatorConfig {
+        listen: cli.listen,
+        data_dir: cli.data_dir,
+        apps_dir: cli.apps_dir,
+        task_timeout: cli.task_timeout,
+        max_task_failures: cli.max_task_failures.max(1),
+        task_time_limit: cli.task_time_limit,
+        task_memory_limit: cli.task_memory_mib << 20,
+        default_split_bytes: cli.split_bytes.max(1),
+        ..CoordinatorConfig::default()
+    };
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    mr_coordinator::run(listener, config, mr_common::shutdown::signal()).await?;
+    Ok(())
+}

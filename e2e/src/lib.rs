@@ -1,0 +1,423 @@
+//! The test harness: starts a real coordinator and real workers (the release binaries) on
+//! 127.0.0.1 with a fresh data folder, talks to them over gRPC, and computes references with
+//! the one-process runner (`mr-worker sequential`).
+//!
+//! Binaries come from `target/release` (or `MR_BIN_DIR`), apps from `target/apps`
+//! (or `MR_APPS_DIR`): `make build` makes both, and `make test` runs it first.
+
+#![allow(clippy::missing_panics_doc)]
+
+use mr_proto::v1 as pb;
+use mr_proto::v1::job_service_client::JobServiceClient;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use tonic::transport::Channel;
+
+pub use mr_proto::v1;
+
+/// The repository's root folder.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("e2e/ has a parent")
+        .to_path_buf()
+}
+
+/// A release binary of the project; fails with a hint when it was not built.
+pub fn bin(name: &str) -> PathBuf {
+    let dir = std::env::var_os("MR_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/release"));
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `make build` first (make test does)",
+        path.display()
+    );
+    path
+}
+
+/// The folder with the apps' `.wasm` files.
+pub fn apps_dir() -> PathBuf {
+    let dir = std::env::var_os("MR_APPS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/apps"));
+    assert!(
+        dir.join("wc.wasm").exists(),
+        "{} has no wc.wasm: run `make build` first (make test does)",
+        dir.display()
+    );
+    dir
+}
+
+/// The lab's input texts shipped in the repository, as `input/pg-*.txt` names.
+pub fn lab_inputs() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(repo_root().join("data/input"))
+        .expect("data/input exists")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("pg-") && n.ends_with(".txt"))
+        .map(|n| format!("input/{n}"))
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 8, "the eight lab texts are in data/input");
+    names
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// How to start a cluster.
+#[derive(Clone, Debug)]
+pub struct ClusterOptions {
+    pub workers: usize,
+    /// `--task-timeout` of the coordinator.
+    pub task_timeout: String,
+    /// More coordinator flags.
+    pub coordinator_args: Vec<String>,
+    /// Extra environment for every process.
+    pub env: Vec<(String, String)>,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        Self {
+            workers: 3,
+            task_timeout: "10s".into(),
+            coordinator_args: Vec::new(),
+            env: Vec::new(),
+        }
+    }
+}
+
+/// A coordinator and workers as child processes, with their own data folder.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub data: PathBuf,
+    pub addr: String,
+    pub options: ClusterOptions,
+    coordinator: Option<Child>,
+    workers: Vec<Option<Child>>,
+}
+
+impl Cluster {
+    /// Starts a coordinator with the lab texts in `input/`, waits until it serves, then
+    /// starts the workers.
+    pub async fn start(options: ClusterOptions) -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(data.join("input")).expect("mkdir input");
+        for name in lab_inputs() {
+            std::fs::copy(repo_root().join("data").join(&name), data.join(&name))
+                .expect("copy input");
+        }
+        let port = free_port();
+        let mut cluster = Cluster {
+            addr: format!("http://127.0.0.1:{port}"),
+            data,
+            dir,
+            options,
+            coordinator: None,
+            workers: Vec::new(),
+        };
+        cluster.start_coordinator(port).await;
+        for _ in 0..cluster.options.workers {
+            cluster.spawn_worker();
+        }
+        cluster
+    }
+
+    fn log_file(&self, name: &str) -> std::fs::File {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(name))
+            .expect("log file")
+    }
+
+    fn command(&self, binary: &str, log: &str) -> Command {
+        let mut cmd = Command::new(bin(binary));
+        cmd.stdin(Stdio::null())
+            .stdout(self.log_file(log))
+            .stderr(self.log_file(log))
+            .env("RUST_LOG", "info")
+            .env("MR_LOG_FORMAT", "json");
+        for (k, v) in &self.options.env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    /// Starts (or restarts) the coordinator on `port` and waits for it to serve.
+    pub async fn start_coordinator(&mut self, port: u16) {
+        let mut cmd = self.command("mr-coordinator", "coordinator.log");
+        cmd.arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--data-dir")
+            .arg(&self.data)
+            .arg("--apps-dir")
+            .arg(apps_dir())
+            .arg("--task-timeout")
+            .arg(&self.options.task_timeout)
+            .args(&self.options.coordinator_args);
+        self.coordinator = Some(cmd.spawn().expect("spawn coordinator"));
+        for _ in 0..200 {
+            if self.channel().await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("coordinator did not start:\n{}", self.coordinator_log());
+    }
+
+    /// Starts one more worker; returns its index.
+    pub fn spawn_worker(&mut self) -> usize {
+        let index = self.workers.len();
+        let mut cmd = self.command("mr-worker", &format!("worker-{index}.log"));
+        cmd.arg("--coordinator")
+            .arg(&self.addr)
+            .arg("--data-dir")
+            .arg(&self.data)
+            .arg("--worker-id")
+            .arg(format!("worker-{index}"));
+        self.workers.push(Some(cmd.spawn().expect("spawn worker")));
+        index
+    }
+
+    pub fn worker_pid(&self, index: usize) -> Option<i32> {
+        self.workers.get(index)?.as_ref().map(|c| c.id() as i32)
+    }
+
+    /// Sends `signal` to worker `index` (SIGKILL also reaps it).
+    pub fn signal_worker(&mut self, index: usize, signal: i32) {
+        if let Some(pid) = self.worker_pid(index) {
+            // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
+            unsafe { libc::kill(pid, signal) };
+        }
+        if signal == libc::SIGKILL {
+            if let Some(mut child) = self.workers[index].take() {
+                let _ = child.wait();
+            }
+        }
+    }
+
+    /// Indices of workers not killed by the test.
+    pub fn live_workers(&self) -> Vec<usize> {
+        (0..self.workers.len())
+            .filter(|&i| self.workers[i].is_some())
+            .collect()
+    }
+
+    /// Waits for worker `index` to exit on its own; returns its exit code.
+    pub fn wait_worker(&mut self, index: usize, timeout: Duration) -> Option<i32> {
+        let child = self.workers.get_mut(index)?.as_mut()?;
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Kills the coordinator with SIGKILL.
+    pub fn kill_coordinator(&mut self) {
+        if let Some(mut child) = self.coordinator.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub async fn channel(&self) -> Result<Channel, tonic::transport::Error> {
+        Channel::from_shared(self.addr.clone())
+            .expect("valid address")
+            .connect_timeout(Duration::from_secs(2))
+            .connect()
+            .await
+    }
+
+    pub async fn jobs(&self) -> JobServiceClient<Channel> {
+        JobServiceClient::new(self.channel().await.expect("connect to coordinator"))
+    }
+
+    /// Submits a job and returns its id; panics with the status if refused.
+    pub async fn submit(&self, app: &str, inputs: &[String], n_reduce: u32) -> String {
+        self.submit_request(pb::SubmitJobRequest {
+            app: app.into(),
+            inputs: inputs.to_vec(),
+            n_reduce,
+            split_bytes: 0,
+        })
+        .await
+    }
+
+    pub async fn submit_request(&self, request: pb::SubmitJobRequest) -> String {
+        self.jobs()
+            .await
+            .submit_job(request)
+            .await
+            .expect("job accepted")
+            .into_inner()
+            .job_id
+    }
+
+    /// Follows the job with WatchJob until it ends, or panics after `timeout`.
+    pub async fn wait(&self, job_id: &str, timeout: Duration) -> pb::Job {
+        let watch = async {
+            let mut stream = self
+                .jobs()
+                .await
+                .watch_job(pb::WatchJobRequest {
+                    job_id: job_id.into(),
+                })
+                .await
+                .expect("watch job")
+                .into_inner();
+            let mut last = None;
+            while let Some(job) = stream.message().await.expect("watch stream") {
+                last = Some(job);
+            }
+            last.expect("at least one update")
+        };
+        match tokio::time::timeout(timeout, watch).await {
+            Ok(job) => job,
+            Err(_) => panic!(
+                "job {job_id} did not end within {timeout:?}; coordinator log:\n{}",
+                tail(&self.coordinator_log(), 60)
+            ),
+        }
+    }
+
+    /// Follows the job with GetJob polls (survives coordinator restarts) until it ends.
+    pub async fn poll_until_done(&self, job_id: &str, timeout: Duration) -> pb::Job {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Ok(channel) = self.channel().await {
+                let reply = JobServiceClient::new(channel)
+                    .get_job(pb::GetJobRequest {
+                        job_id: job_id.into(),
+                    })
+                    .await;
+                if let Ok(job) = reply {
+                    let job = job.into_inner();
+                    if is_terminal(job.state()) {
+                        return job;
+                    }
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "job {job_id} did not end within {timeout:?}; coordinator log:\n{}",
+                tail(&self.coordinator_log(), 60)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Every line of the job's outputs, sorted (as the lab's `sort mr-out*`).
+    pub fn output_lines(&self, job: &pb::Job) -> Vec<String> {
+        assert_eq!(
+            job.outputs.len() as u32,
+            job.n_reduce,
+            "one output per reduce"
+        );
+        let mut lines = Vec::new();
+        for output in &job.outputs {
+            let text = std::fs::read_to_string(self.data.join(output)).expect("read output");
+            lines.extend(text.lines().map(str::to_string));
+        }
+        lines.sort();
+        lines
+    }
+
+    pub fn coordinator_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("coordinator.log")).unwrap_or_default()
+    }
+
+    pub fn worker_log(&self, index: usize) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("worker-{index}.log")))
+            .unwrap_or_default()
+    }
+
+    /// The reference output: the app run by `mr-worker sequential` over whole files.
+    pub fn reference(&self, app: &str, inputs: &[String]) -> Vec<String> {
+        let output = Command::new(bin("mr-worker"))
+            .arg("--data-dir")
+            .arg(&self.data)
+            .arg("sequential")
+            .arg("--app")
+            .arg(apps_dir().join(format!("{app}.wasm")))
+            .args(inputs)
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("run mr-worker sequential");
+        assert!(
+            output.status.success(),
+            "sequential run failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let mut lines: Vec<String> = String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect();
+        lines.sort();
+        lines
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for child in self.workers.iter_mut().flatten() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.kill_coordinator();
+    }
+}
+
+pub fn is_terminal(state: pb::JobState) -> bool {
+    matches!(
+        state,
+        pb::JobState::Succeeded | pb::JobState::Failed | pb::JobState::Cancelled
+    )
+}
+
+/// The last `n` lines of a log, for failure messages.
+pub fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Asserts two sorted line lists are equal, showing the first difference, not 20k lines.
+pub fn assert_same_lines(actual: &[String], expected: &[String], what: &str) {
+    if actual == expected {
+        return;
+    }
+    let first = actual
+        .iter()
+        .zip(expected)
+        .position(|(a, e)| a != e)
+        .unwrap_or(actual.len().min(expected.len()));
+    panic!(
+        "{what}: output differs from the reference at line {first}: got {:?}, expected {:?} ({} vs {} lines)",
+        actual.get(first),
+        expected.get(first),
+        actual.len(),
+        expected.len()
+    );
+}
+
+/// Parsed JSON log lines with the given message.
+pub fn log_events(log: &str, message: &str) -> Vec<serde_json::Value> {
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["fields"]["message"] == message)
+        .collect()
+}

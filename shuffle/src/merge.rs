@@ -1,0 +1,184 @@
+//! The reduce side's streaming k-way merge: sorted intermediate files in, one
+//! [`Group`] (a key and all its values) at a time out.
+//!
+//! A binary min-heap of source indices, ordered by (current key, source index), picks the
+//! next record. Ties go to the lower source index, which is what orders a group's values
+//! by map task and then by position in the file. Records stay in the readers' buffers
+//! until they are copied into the group, so memory is bounded by one buffer per source
+//! plus the largest group.
+
+use std::io::Read;
+
+use crate::{Reader, ShuffleError};
+
+/// Error from one of the [`Merger`]'s sources.
+#[derive(Debug, thiserror::Error)]
+#[error("intermediate file of map task {source_index}: {error}")]
+pub struct MergeError {
+    /// Index in the `sources` given to [`Merger::new`] (the map task number).
+    pub source_index: usize,
+    /// What went wrong with that source.
+    #[source]
+    pub error: ShuffleError,
+}
+
+/// One key and all its values, in reusable flat storage: once its buffers have grown to
+/// the largest group, filling it again allocates nothing.
+#[derive(Debug, Default, Clone)]
+pub struct Group {
+    key: Vec<u8>,
+    /// All values, concatenated.
+    data: Vec<u8>,
+    /// End offset in `data` of each value.
+    ends: Vec<usize>,
+}
+
+impl Group {
+    /// An empty group (same as `Group::default()`).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The group's key.
+    pub fn key(&self) -> &[u8] {
+        &self.key
+    }
+
+    /// Number of values.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Whether the group has no values: true only when it holds no group (before the first
+    /// successful [`Merger::next_group`], or after one returned `Ok(false)` or an error).
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The values, ordered by source index, then by order within the source file.
+    pub fn values(&self) -> impl ExactSizeIterator<Item = &[u8]> + '_ {
+        (0..self.ends.len()).map(move |i| {
+            let start = if i == 0 { 0 } else { self.ends[i - 1] };
+            &self.data[start..self.ends[i]]
+        })
+    }
+
+    fn clear(&mut self) {
+        self.key.clear();
+        self.data.clear();
+        self.ends.clear();
+    }
+
+    #[inline]
+    fn push_value(&mut self, value: &[u8]) {
+        self.data.extend_from_slice(value);
+        self.ends.push(self.data.len());
+    }
+}
+
+/// Streaming k-way merge of several sorted intermediate files (one per map task).
+pub struct Merger<R: Read> {
+    sources: Vec<Reader<R>>,
+    /// Min-heap of the indices of the sources that have a current record.
+    heap: Vec<usize>,
+    /// Set once an error was reported: the source it came from.
+    failed: Option<usize>,
+}
+
+impl<R: Read> Merger<R> {
+    /// Starts the merge by reading the first record of every source.
+    ///
+    /// `sources[i]` is map task i's file for this partition; the index is reported in errors.
+    pub fn new(sources: Vec<Reader<R>>) -> Result<Self, MergeError> {
+        let mut merger = Self {
+            heap: Vec::with_capacity(sources.len()),
+            sources,
+            failed: None,
+        };
+        for (source_index, source) in merger.sources.iter_mut().enumerate() {
+            match source.advance() {
+                Ok(true) => merger.heap.push(source_index),
+                Ok(false) => {}
+                Err(error) => {
+                    return Err(MergeError {
+                        source_index,
+                        error,
+                    });
+                }
+            }
+        }
+        for i in (0..merger.heap.len() / 2).rev() {
+            sift_down(&mut merger.heap, &merger.sources, i);
+        }
+        Ok(merger)
+    }
+
+    /// Fills `group` with the next key and all its values (values ordered by source index,
+    /// then by order within the file). Returns `Ok(false)`, with `group` emptied, when every
+    /// source is exhausted and all of them verified their checksums.
+    ///
+    /// After an error the merge cannot go on: later calls fail too (same `source_index`).
+    pub fn next_group(&mut self, group: &mut Group) -> Result<bool, MergeError> {
+        group.clear();
+        if let Some(source_index) = self.failed {
+            return Err(MergeError {
+                source_index,
+                error: ShuffleError::Corrupt("merge used again after it reported an error".into()),
+            });
+        }
+        let Some(&first) = self.heap.first() else {
+            return Ok(false);
+        };
+        group.key.extend_from_slice(self.sources[first].key());
+        while let Some(&top) = self.heap.first() {
+            let source = &mut self.sources[top];
+            if source.key() != group.key.as_slice() {
+                break;
+            }
+            group.push_value(source.value());
+            match source.advance() {
+                Ok(true) => {}
+                Ok(false) => {
+                    self.heap.swap_remove(0);
+                }
+                Err(error) => {
+                    self.failed = Some(top);
+                    return Err(MergeError {
+                        source_index: top,
+                        error,
+                    });
+                }
+            }
+            sift_down(&mut self.heap, &self.sources, 0);
+        }
+        Ok(true)
+    }
+}
+
+/// Whether source `a`'s current record comes before source `b`'s.
+#[inline]
+fn before<R: Read>(sources: &[Reader<R>], a: usize, b: usize) -> bool {
+    (sources[a].key(), a) < (sources[b].key(), b)
+}
+
+/// Restores the heap property below position `i`.
+#[inline]
+fn sift_down<R: Read>(heap: &mut [usize], sources: &[Reader<R>], mut i: usize) {
+    loop {
+        let left = 2 * i + 1;
+        if left >= heap.len() {
+            return;
+        }
+        let right = left + 1;
+        let child = if right < heap.len() && before(sources, heap[right], heap[left]) {
+            right
+        } else {
+            left
+        };
+        if !before(sources, heap[child], heap[i]) {
+            return;
+        }
+        heap.swap(i, child);
+        i = child;
+    }
+}

@@ -1,0 +1,884 @@
+//! Runs map/reduce apps: WebAssembly modules, sandboxed in wasmtime.
+//!
+//! An app is untrusted code uploaded by a user, so the worker runs it as a core Wasm
+//! module with no WASI: it can touch its own linear memory and call the four functions
+//! of import module `"mr"` (`log`, `fail`, `random_u64`, `sleep_ms`), nothing else —
+//! no files, sockets or clock. Each call also gets a wall-clock deadline and a memory
+//! cap, so a looping or hoarding app costs one failed task and never the worker. The
+//! byte layouts of the ABI are specified in `apps-wasm/README.md`.
+//!
+//! Design choices:
+//! - One [`wasmtime::Engine`] per worker, with epoch interruption: a background thread
+//!   bumps the epoch every [`TICK`], and each store's epoch callback compares the clock
+//!   with its deadline. Epochs cost one load and compare per loop back-edge, far less
+//!   than fuel metering, and the deadline stays in wall-clock time, as the lab's tasks'.
+//! - Compiled modules are cached by their sha256, so a job's thousands of tasks compile
+//!   the app once per worker.
+//! - A map call gets a fresh instance (fresh memory): no state leaks between tasks, and
+//!   a 16 MiB split's garbage is dropped with the instance. A reduce task keeps one
+//!   instance for all its batches, because instantiating per key would cost more than
+//!   most reduce functions.
+//! - Every call is synchronous and may block for up to its time limit (`sleep_ms`
+//!   sleeps the thread): async callers run it on a blocking thread.
+//! - Errors are classified by what the host saw (its own deadline check, its memory
+//!   limiter, the app's `mr.fail`), not by parsing wasmtime's messages.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use wasmtime::{
+    Caller, Config, Engine, Extern, ExternType, InstancePre, Linker, Memory, Module,
+    ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap, TypedFunc, UpdateDeadline,
+};
+
+/// The app ABI version this host speaks (`mr_abi_version()` must return it).
+pub const ABI_VERSION: i32 = 1;
+
+/// How often the epoch advances, hence how late past its deadline a looping app can be.
+pub const TICK: Duration = Duration::from_millis(10);
+
+/// The host keeps at most this much of one `mr.log` or `mr.fail` message.
+const MAX_MESSAGE: usize = 4096;
+
+/// An instance logging in a loop must not flood the worker's log.
+const MAX_LOGS_PER_INSTANCE: u32 = 1000;
+
+/// The functions of import module "mr", the only imports an app may have.
+const HOST_FUNCTIONS: [&str; 4] = ["log", "fail", "random_u64", "sleep_ms"];
+
+/// What one task may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Wall-clock time from the start of a map call, or of a reduce session, to its end.
+    pub time: Duration,
+    /// Cap on the app's linear memory (input and output buffers included).
+    pub memory_bytes: u64,
+}
+
+/// Why an app call failed. Every message names the app.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AppError {
+    /// The module is not valid WebAssembly, or not the bytes its hash names.
+    #[error("app `{app}`: cannot load the module: {message}")]
+    Compile { app: String, message: String },
+    /// The module breaks the app ABI: a missing or mistyped export, a forbidden import,
+    /// an out-of-bounds pointer or length, malformed output.
+    #[error("app `{app}` broke the app ABI: {message}")]
+    Abi { app: String, message: String },
+    /// The app panicked (the message is the one it passed to `mr.fail`) or trapped.
+    #[error("app `{app}` failed: {message}")]
+    Trap { app: String, message: String },
+    /// The call (or reduce session) ran past its time limit.
+    #[error("app `{app}` exceeded its time limit of {limit:?}")]
+    TimeLimit { app: String, limit: Duration },
+    /// The app tried to grow its memory past the limit.
+    #[error("app `{app}` exceeded its memory limit of {limit_bytes} bytes")]
+    MemoryLimit { app: String, limit_bytes: u64 },
+}
+
+// ---------------------------------------------------------------------------------------
+// The runtime and its module cache.
+
+/// Compiles and caches apps. Cheap to clone; clones share the engine and the cache.
+#[derive(Clone)]
+pub struct AppRuntime {
+    engine: Engine,
+    linker: Arc<Linker<HostState>>,
+    cache: Arc<Mutex<HashMap<String, AppModule>>>,
+    ticker: Arc<Ticker>,
+}
+
+/// Owns the epoch thread: it stops when the last runtime or module is dropped.
+struct Ticker {
+    _stop: mpsc::Sender<()>,
+}
+
+impl Ticker {
+    fn start(engine: Engine) -> std::io::Result<Self> {
+        let (stop, stopped) = mpsc::channel::<()>();
+        std::thread::Builder::new()
+            .name("mr-wasm-epoch".into())
+            .spawn(move || {
+                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(TICK) {
+                    engine.increment_epoch();
+                }
+            })?;
+        Ok(Self { _stop: stop })
+    }
+}
+
+impl fmt::Debug for AppRuntime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let cached = self.cache.lock().map_or(0, |c| c.len());
+        f.debug_struct("AppRuntime")
+            .field("cached", &cached)
+            .finish()
+    }
+}
+
+impl AppRuntime {
+    /// Creates the engine and starts its epoch thread.
+    pub fn new() -> Result<Self, AppError> {
+        let setup = |message: String| AppError::Compile {
+            app: "(runtime)".into(),
+            message,
+        };
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        // Apps are stripped, so backtraces would be bare function indices: the app's
+        // own message (mr.fail) is what helps, and skipping the capture is cheaper.
+        config.wasm_backtrace_max_frames(None);
+        let engine = Engine::new(&config).map_err(|e| setup(format!("{e:#}")))?;
+        let linker = host_linker(&engine).map_err(|e| setup(format!("{e:#}")))?;
+        let ticker = Ticker::start(engine.clone())
+            .map_err(|e| setup(format!("cannot start the epoch thread: {e}")))?;
+        Ok(Self {
+            engine,
+            linker: Arc::new(linker),
+            cache: Arc::default(),
+            ticker: Arc::new(ticker),
+        })
+    }
+
+    /// Compiles (or returns the cached) module for this content hash. `app` is the
+    /// app's name for messages. The bytes must hash to `sha256` (hex): the cache trusts
+    /// the hash, so a mismatch is refused rather than cached under the wrong name.
+    pub fn load(&self, app: &str, sha256: &str, wasm: &[u8]) -> Result<AppModule, AppError> {
+        if let Some(module) = self.cached(sha256) {
+            return Ok(module.named(app));
+        }
+        let actual = hex::encode(Sha256::digest(wasm));
+        if !actual.eq_ignore_ascii_case(sha256) {
+            return Err(AppError::Compile {
+                app: app.into(),
+                message: format!("the module's sha256 is {actual}, not {sha256}"),
+            });
+        }
+        let module = Module::new(&self.engine, wasm).map_err(|e| AppError::Compile {
+            app: app.into(),
+            message: format!("{e:#}"),
+        })?;
+        check_interface(&module).map_err(|message| AppError::Abi {
+            app: app.into(),
+            message,
+        })?;
+        let pre = self
+            .linker
+            .instantiate_pre(&module)
+            .map_err(|e| AppError::Abi {
+                app: app.into(),
+                message: format!("{e:#}"),
+            })?;
+        let loaded = AppModule {
+            name: app.into(),
+            pre,
+            _ticker: self.ticker.clone(),
+        };
+        // Two tasks may have compiled the same app at once: either result will do.
+        self.cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(sha256.to_ascii_lowercase(), loaded.clone());
+        Ok(loaded)
+    }
+
+    /// The module compiled earlier for this content hash, if any.
+    pub fn cached(&self, sha256: &str) -> Option<AppModule> {
+        let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        cache.get(&sha256.to_ascii_lowercase()).cloned()
+    }
+}
+
+/// Checks the exports and imports against the ABI, so that a wrong module fails at
+/// load time with a message that says what is wrong, not at its first task.
+fn check_interface(module: &Module) -> Result<(), String> {
+    for import in module.imports() {
+        let known = import.module() == "mr" && HOST_FUNCTIONS.contains(&import.name());
+        if !known || !matches!(import.ty(), ExternType::Func(_)) {
+            return Err(format!(
+                "it imports `{}::{}`, but an app may import only the functions {} of module \"mr\" \
+                 (no WASI, no other host functions)",
+                import.module(),
+                import.name(),
+                HOST_FUNCTIONS.join(", ")
+            ));
+        }
+    }
+    let expected: [(&str, &str); 4] = [
+        ("mr_abi_version", "() -> i32"),
+        ("mr_alloc", "(i32) -> i32"),
+        ("mr_map", "(i32, i32) -> i64"),
+        ("mr_reduce", "(i32, i32) -> i64"),
+    ];
+    for (name, want) in expected {
+        match module.get_export(name) {
+            Some(ExternType::Func(f)) => {
+                let got = signature(&f);
+                if got != want {
+                    return Err(format!("export `{name}` has type {got}, not {want}"));
+                }
+            }
+            Some(_) => return Err(format!("export `{name}` is not a function")),
+            None => return Err(format!("it does not export `{name}`")),
+        }
+    }
+    match module.get_export("memory") {
+        Some(ExternType::Memory(m)) if !m.is_64() && !m.is_shared() => Ok(()),
+        Some(_) => Err("export `memory` is not a 32-bit, unshared linear memory".into()),
+        None => Err("it does not export `memory`".into()),
+    }
+}
+
+fn signature(f: &wasmtime::FuncType) -> String {
+    let list = |types: &mut dyn Iterator<Item = wasmtime::ValType>| {
+        types.map(|t| t.to_string()).collect::<Vec<_>>().join(", ")
+    };
+    format!("({}) -> {}", list(&mut f.params()), list(&mut f.results()))
+}
+
+// ---------------------------------------------------------------------------------------
+// Host state and host functions.
+
+/// Per-store state: the deadline, the limiter, and what ended the call, when the host
+/// is the one that ended it.
+struct HostState {
+    app: Arc<str>,
+    deadline: Instant,
+    limiter: Limiter,
+    cause: Option<Cause>,
+    logs: u32,
+}
+
+/// A failure seen by the host itself, which is more precise than the trap it raises.
+enum Cause {
+    TimeLimit,
+    AppFailed(String),
+    Abi(String),
+}
+
+/// wasmtime's [`StoreLimits`], plus a record of whether *our* limit refused memory, so
+/// that the resulting trap is reported as [`AppError::MemoryLimit`].
+struct Limiter {
+    inner: StoreLimits,
+    limit: usize,
+    hit: bool,
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.limit {
+            self.hit = true;
+        }
+        self.inner.memory_growing(current, desired, maximum)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        // The machine itself is out of memory: to the task, the same verdict.
+        self.hit = true;
+        self.inner.memory_grow_failed(error)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.inner.table_growing(current, desired, maximum)
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.inner.table_grow_failed(error)
+    }
+
+    fn instances(&self) -> usize {
+        self.inner.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.inner.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.inner.memories()
+    }
+}
+
+fn host_linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
+    let mut linker = Linker::new(engine);
+    linker.func_wrap(
+        "mr",
+        "log",
+        |mut caller: Caller<'_, HostState>, ptr: i32, len: i32| -> wasmtime::Result<()> {
+            let msg = guest_message(&mut caller, "mr.log", ptr, len)?;
+            let state = caller.data_mut();
+            state.logs = state.logs.saturating_add(1);
+            if state.logs <= MAX_LOGS_PER_INSTANCE {
+                tracing::info!(target: "app", app = %state.app, "{msg}");
+            } else if state.logs == MAX_LOGS_PER_INSTANCE + 1 {
+                tracing::warn!(target: "app", app = %state.app,
+                    "more than {MAX_LOGS_PER_INSTANCE} log messages: dropping the rest");
+            }
+            Ok(())
+        },
+    )?;
+    linker.func_wrap(
+        "mr",
+        "fail",
+        |mut caller: Caller<'_, HostState>, ptr: i32, len: i32| -> wasmtime::Result<()> {
+            let msg = guest_message(&mut caller, "mr.fail", ptr, len)?;
+            caller.data_mut().cause = Some(Cause::AppFailed(msg));
+            // Trap here rather than trusting the app to trap after the call.
+            Err(wasmtime::Error::msg("the app called mr.fail"))
+        },
+    )?;
+    linker.func_wrap("mr", "random_u64", || -> i64 { rand::random() })?;
+    linker.func_wrap(
+        "mr",
+        "sleep_ms",
+        |mut caller: Caller<'_, HostState>, ms: i32| -> wasmtime::Result<()> {
+            let ms = u64::try_from(ms).unwrap_or(0);
+            let now = Instant::now();
+            let deadline = caller.data().deadline;
+            let wake = now.checked_add(Duration::from_millis(ms));
+            if wake.is_some_and(|wake| wake <= deadline) {
+                std::thread::sleep(Duration::from_millis(ms));
+                return Ok(());
+            }
+            // Sleeping past the deadline would only delay the verdict.
+            std::thread::sleep(deadline.saturating_duration_since(now));
+            caller.data_mut().cause = Some(Cause::TimeLimit);
+            Err(wasmtime::Error::msg("time limit reached in mr.sleep_ms"))
+        },
+    )?;
+    Ok(linker)
+}
+
+/// Reads a (bounds-checked) message of the guest for `mr.log` or `mr.fail`.
+fn guest_message(
+    caller: &mut Caller<'_, HostState>,
+    what: &str,
+    ptr: i32,
+    len: i32,
+) -> wasmtime::Result<String> {
+    let memory = caller.get_export("memory").and_then(Extern::into_memory);
+    let bytes = memory.and_then(|m| guest_slice(m.data(&*caller), ptr as u32, len as u32));
+    match bytes {
+        Some(bytes) => {
+            let kept = &bytes[..bytes.len().min(MAX_MESSAGE)];
+            let mut msg = String::from_utf8_lossy(kept).into_owned();
+            if kept.len() < bytes.len() {
+                msg.push_str(" […]");
+            }
+            Ok(msg)
+        }
+        None => {
+            let msg = format!("{what}({ptr}, {len}) points outside the module's memory");
+            caller.data_mut().cause = Some(Cause::Abi(msg.clone()));
+            Err(wasmtime::Error::msg(msg))
+        }
+    }
+}
+
+/// `memory[ptr..ptr + len]`, or None when that is out of bounds.
+fn guest_slice(memory: &[u8], ptr: u32, len: u32) -> Option<&[u8]> {
+    let start = usize::try_from(ptr).ok()?;
+    let end = start.checked_add(usize::try_from(len).ok()?)?;
+    memory.get(start..end)
+}
+
+// ---------------------------------------------------------------------------------------
+// Modules and instances.
+
+/// A compiled, checked app. Cheap to clone; safe to use from several threads at once
+/// (each call gets its own store).
+#[derive(Clone)]
+pub struct AppModule {
+    name: Arc<str>,
+    pre: InstancePre<HostState>,
+    /// Keeps the epoch ticking while the module can run, even without its runtime:
+    /// without ticks, no deadline would ever fire.
+    _ticker: Arc<Ticker>,
+}
+
+impl fmt::Debug for AppModule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AppModule")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+/// A live instance and its ABI exports.
+struct Instance {
+    store: Store<HostState>,
+    memory: Memory,
+    alloc: TypedFunc<i32, i32>,
+    call: TypedFunc<(i32, i32), i64>,
+    limits: Limits,
+}
+
+impl AppModule {
+    /// The app's name, as given to [`AppRuntime::load`].
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn named(mut self, app: &str) -> Self {
+        if *self.name != *app {
+            self.name = app.into();
+        }
+        self
+    }
+
+    /// One map call over a whole split. Fresh instance (fresh memory) per call.
+    pub fn map(
+        &self,
+        limits: &Limits,
+        input_name: &str,
+        contents: &[u8],
+    ) -> Result<MapOutput, AppError> {
+        let Ok(name_len) = u32::try_from(input_name.len()) else {
+            return Err(self.abi("the input name is longer than 4 GiB".into()));
+        };
+        let mut instance = self.instantiate(limits, "mr_map")?;
+        let header = name_len.to_le_bytes();
+        // Written straight into the guest's buffer: a split is not copied twice.
+        let (ptr, len) = instance.call(&[&header, input_name.as_bytes(), contents])?;
+        let output = instance.output(ptr, len)?;
+        MapOutput::parse(output.to_vec())
+            .map_err(|e| self.abi(format!("malformed map output: {e}")))
+    }
+
+    /// A reduce session: ONE instance for a whole reduce task; the deadline covers the
+    /// session, from this call on.
+    pub fn reducer(&self, limits: &Limits) -> Result<Reducer, AppError> {
+        Ok(Reducer {
+            instance: self.instantiate(limits, "mr_reduce")?,
+            failed: None,
+        })
+    }
+
+    fn abi(&self, message: String) -> AppError {
+        AppError::Abi {
+            app: self.name.to_string(),
+            message,
+        }
+    }
+
+    fn instantiate(&self, limits: &Limits, entry: &str) -> Result<Instance, AppError> {
+        let limit = usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX);
+        let state = HostState {
+            app: self.name.clone(),
+            deadline: Instant::now()
+                .checked_add(limits.time)
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365)),
+            limiter: Limiter {
+                inner: StoreLimitsBuilder::new()
+                    .memory_size(limit)
+                    .trap_on_grow_failure(true)
+                    .build(),
+                limit,
+                hit: false,
+            },
+            cause: None,
+            logs: 0,
+        };
+        let mut store = Store::new(self.pre.module().engine(), state);
+        store.limiter(|state| &mut state.limiter);
+        // Consulted at every tick: the wall clock, not a tick count, decides, so a late
+        // or skipped tick cannot stretch or shrink the limit.
+        store.epoch_deadline_callback(|mut ctx| {
+            if Instant::now() < ctx.data().deadline {
+                return Ok(UpdateDeadline::Continue(1));
+            }
+            ctx.data_mut().cause = Some(Cause::TimeLimit);
+            Err(wasmtime::Error::msg("time limit reached"))
+        });
+        store.set_epoch_deadline(1);
+
+        let instance = match self.pre.instantiate(&mut store) {
+            Ok(instance) => instance,
+            Err(e) => return Err(classify(&self.name, limits, &mut store, e)),
+        };
+        // check_interface verified these exports at load time.
+        let missing = |what: &str| self.abi(format!("export `{what}` vanished"));
+        let memory = instance
+            .get_memory(&mut store, "memory")
+            .ok_or_else(|| missing("memory"))?;
+        let version = instance
+            .get_typed_func::<(), i32>(&mut store, "mr_abi_version")
+            .map_err(|_| missing("mr_abi_version"))?;
+        let alloc = instance
+            .get_typed_func::<i32, i32>(&mut store, "mr_alloc")
+            .map_err(|_| missing("mr_alloc"))?;
+        let call = instance
+            .get_typed_func::<(i32, i32), i64>(&mut store, entry)
+            .map_err(|_| missing(entry))?;
+        let mut instance = Instance {
+            store,
+            memory,
+            alloc,
+            call,
+            limits: *limits,
+        };
+        let got = version
+            .call(&mut instance.store, ())
+            .map_err(|e| instance.error(e))?;
+        if got != ABI_VERSION {
+            return Err(self.abi(format!(
+                "the module speaks app ABI version {got}; this worker speaks {ABI_VERSION}"
+            )));
+        }
+        Ok(instance)
+    }
+}
+
+impl Instance {
+    fn app(&self) -> String {
+        self.store.data().app.to_string()
+    }
+
+    fn abi(&self, message: String) -> AppError {
+        AppError::Abi {
+            app: self.app(),
+            message,
+        }
+    }
+
+    fn error(&mut self, e: wasmtime::Error) -> AppError {
+        let app = self.store.data().app.clone();
+        classify(&app, &self.limits, &mut self.store, e)
+    }
+
+    /// Copies `parts` (concatenated) into a buffer from `mr_alloc`, calls the entry
+    /// point on it, and returns the (unchecked) output pointer and length.
+    fn call(&mut self, parts: &[&[u8]]) -> Result<(u32, u32), AppError> {
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        let Ok(len) = i32::try_from(total) else {
+            return Err(self.abi(format!(
+                "an input of {total} bytes does not fit a 32-bit app (2 GiB at most)"
+            )));
+        };
+        let ptr = self
+            .alloc
+            .call(&mut self.store, len)
+            .map_err(|e| self.error(e))?;
+        let memory = self.memory.data_mut(&mut self.store);
+        let end = (ptr as u32 as usize).checked_add(total);
+        let Some(dest) = end.and_then(|end| memory.get_mut(ptr as u32 as usize..end)) else {
+            return Err(self.abi(format!(
+                "mr_alloc({len}) returned {ptr}, outside the module's memory"
+            )));
+        };
+        let mut at = 0;
+        for part in parts {
+            dest[at..at + part.len()].copy_from_slice(part);
+            at += part.len();
+        }
+        let packed = self
+            .call
+            .call(&mut self.store, (ptr, len))
+            .map_err(|e| self.error(e))? as u64;
+        Ok(((packed >> 32) as u32, packed as u32))
+    }
+
+    /// The guest's output buffer, bounds-checked.
+    fn output(&self, ptr: u32, len: u32) -> Result<&[u8], AppError> {
+        guest_slice(self.memory.data(&self.store), ptr, len).ok_or_else(|| {
+            self.abi(format!(
+                "the output ({len} bytes at {ptr}) lies outside the module's memory"
+            ))
+        })
+    }
+}
+
+/// Turns a failed call into an [`AppError`], trusting the host's own records first.
+fn classify(
+    app: &str,
+    limits: &Limits,
+    store: &mut Store<HostState>,
+    e: wasmtime::Error,
+) -> AppError {
+    let app = app.to_string();
+    let state = store.data_mut();
+    match state.cause.take() {
+        Some(Cause::TimeLimit) => {
+            return AppError::TimeLimit {
+                app,
+                limit: limits.time,
+            };
+        }
+        Some(Cause::AppFailed(message)) => return AppError::Trap { app, message },
+        Some(Cause::Abi(message)) => return AppError::Abi { app, message },
+        None => {}
+    }
+    if state.limiter.hit {
+        return AppError::MemoryLimit {
+            app,
+            limit_bytes: limits.memory_bytes,
+        };
+    }
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => AppError::TimeLimit {
+            app,
+            limit: limits.time,
+        },
+        Some(trap) => AppError::Trap {
+            app,
+            message: format!("{trap}"),
+        },
+        None => AppError::Trap {
+            app,
+            message: format!("{e:#}"),
+        },
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Map output.
+
+/// The records of one map call: the raw buffer copied out of the guest, validated once,
+/// plus the offset of each record so that they can be sorted by index.
+#[derive(Debug, Clone, Default)]
+pub struct MapOutput {
+    buf: Vec<u8>,
+    starts: Vec<u32>,
+}
+
+impl MapOutput {
+    fn parse(buf: Vec<u8>) -> Result<Self, String> {
+        let mut starts = Vec::new();
+        let mut at = 0usize;
+        while at < buf.len() {
+            let start = at;
+            for part in ["key", "value"] {
+                let len = read_len(&buf, at).ok_or_else(|| {
+                    format!("record {} is cut in its {part} length", starts.len())
+                })?;
+                at = (at + 4)
+                    .checked_add(len)
+                    .filter(|&end| end <= buf.len())
+                    .ok_or_else(|| {
+                        format!("the {part} of record {} runs past the buffer", starts.len())
+                    })?;
+            }
+            // The buffer came from a 32-bit memory, so offsets fit in u32.
+            let start = u32::try_from(start).map_err(|_| "buffer over 4 GiB".to_string())?;
+            starts.push(start);
+        }
+        Ok(Self { buf, starts })
+    }
+
+    /// The number of records.
+    pub fn len(&self) -> usize {
+        self.starts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.starts.is_empty()
+    }
+
+    /// The records, in the order the app returned them.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&[u8], &[u8])> + '_ {
+        (0..self.len()).map(|i| self.get(i))
+    }
+
+    /// Record `i` as (key, value). Panics if `i >= len()`, like slice indexing.
+    pub fn get(&self, i: usize) -> (&[u8], &[u8]) {
+        let at = self.starts[i] as usize;
+        // parse() checked every length, so these slices are in bounds.
+        let key_len = read_len(&self.buf, at).unwrap_or(0);
+        let key = &self.buf[at + 4..at + 4 + key_len];
+        let at = at + 4 + key_len;
+        let value_len = read_len(&self.buf, at).unwrap_or(0);
+        (key, &self.buf[at + 4..at + 4 + value_len])
+    }
+
+    /// The validated buffer, in the ABI's record format (u32 LE length-prefixed key,
+    /// then value, per record).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+fn read_len(buf: &[u8], at: usize) -> Option<usize> {
+    let bytes = buf.get(at..at.checked_add(4)?)?;
+    let mut le = [0u8; 4];
+    le.copy_from_slice(bytes);
+    usize::try_from(u32::from_le_bytes(le)).ok()
+}
+
+// ---------------------------------------------------------------------------------------
+// Reduce.
+
+/// Groups to reduce in one call, encoded as the guest reads them. Reuse one with
+/// [`ReduceBatch::clear`] to keep its buffer. Keep batches to a few MiB: the batch is
+/// copied into the app's memory, which counts toward its limit.
+#[derive(Debug, Clone, Default)]
+pub struct ReduceBatch {
+    buf: Vec<u8>,
+    groups: usize,
+    /// A length did not fit the ABI's u32: reduce_batch refuses the batch.
+    oversize: bool,
+}
+
+impl ReduceBatch {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a group: a key and all of its values.
+    pub fn push_group<V: AsRef<[u8]>>(&mut self, key: &[u8], values: impl IntoIterator<Item = V>) {
+        let mut group = self.begin_group(key);
+        for value in values {
+            group.push_value(value.as_ref());
+        }
+    }
+
+    /// Starts a group whose values are added one by one, for callers that stream them
+    /// (e.g. from a merge) rather than holding them in a collection.
+    pub fn begin_group(&mut self, key: &[u8]) -> GroupWriter<'_> {
+        self.put(key);
+        let count_at = self.buf.len();
+        self.buf.extend_from_slice(&0u32.to_le_bytes());
+        self.groups += 1;
+        GroupWriter {
+            batch: self,
+            count_at,
+        }
+    }
+
+    /// The number of groups.
+    pub fn len(&self) -> usize {
+        self.groups
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.groups == 0
+    }
+
+    /// The encoded size in bytes (what the app's memory must hold).
+    pub fn bytes(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The encoded batch, as the app receives it.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Empties the batch, keeping its buffer.
+    pub fn clear(&mut self) {
+        self.buf.clear();
+        self.groups = 0;
+        self.oversize = false;
+    }
+
+    fn put(&mut self, bytes: &[u8]) {
+        let len = u32::try_from(bytes.len()).unwrap_or_else(|_| {
+            self.oversize = true;
+            0
+        });
+        self.buf.extend_from_slice(&len.to_le_bytes());
+        if !self.oversize {
+            self.buf.extend_from_slice(bytes);
+        }
+    }
+}
+
+/// Adds values to the group that [`ReduceBatch::begin_group`] started.
+pub struct GroupWriter<'a> {
+    batch: &'a mut ReduceBatch,
+    count_at: usize,
+}
+
+impl GroupWriter<'_> {
+    pub fn push_value(&mut self, value: &[u8]) {
+        self.batch.put(value);
+        // Counting in place keeps the batch well-formed after every push.
+        let count = &mut self.batch.buf[self.count_at..self.count_at + 4];
+        let mut le = [0u8; 4];
+        le.copy_from_slice(count);
+        match u32::from_le_bytes(le).checked_add(1) {
+            Some(n) => count.copy_from_slice(&n.to_le_bytes()),
+            None => self.batch.oversize = true,
+        }
+    }
+}
+
+/// A reduce session: one instance for a whole reduce task.
+pub struct Reducer {
+    instance: Instance,
+    /// After a failure the instance's state is unknown: later batches get this error.
+    failed: Option<AppError>,
+}
+
+impl fmt::Debug for Reducer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reducer")
+            .field("app", &self.instance.store.data().app)
+            .field("failed", &self.failed)
+            .finish()
+    }
+}
+
+impl Reducer {
+    /// Reduces a batch of groups; returns one value per group (same order).
+    pub fn reduce_batch(&mut self, batch: &ReduceBatch) -> Result<Vec<Vec<u8>>, AppError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        let result = self.run(batch);
+        if let Err(e) = &result {
+            self.failed = Some(e.clone());
+        }
+        result
+    }
+
+    fn run(&mut self, batch: &ReduceBatch) -> Result<Vec<Vec<u8>>, AppError> {
+        if batch.oversize {
+            return Err(self
+                .instance
+                .abi("a key or value of the batch is over 4 GiB".into()));
+        }
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (ptr, len) = self.instance.call(&[batch.as_bytes()])?;
+        let output = self.instance.output(ptr, len)?;
+        parse_values(output, batch.len()).map_err(|e| {
+            self.instance.abi(format!(
+                "malformed reduce output for {} groups: {e}",
+                batch.len()
+            ))
+        })
+    }
+}
+
+fn parse_values(buf: &[u8], n: usize) -> Result<Vec<Vec<u8>>, String> {
+    let mut values = Vec::with_capacity(n);
+    let mut at = 0usize;
+    for i in 0..n {
+        let len = read_len(buf, at).ok_or_else(|| format!("value {i} is missing"))?;
+        let value = (at + 4)
+            .checked_add(len)
+            .and_then(|end| buf.get(at + 4..end))
+            .ok_or_else(|| format!("value {i} runs past the buffer"))?;
+        values.push(value.to_vec());
+        at += 4 + len;
+    }
+    if at != buf.len() {
+        return Err(format!("{} bytes follow the last value", buf.len() - at));
+    }
+    Ok(values)
+}

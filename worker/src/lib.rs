@@ -1,0 +1,8 @@
+//! The mr worker: stateless, it polls the coordinator for tasks, runs them with the app in
+//! a wasmtime sandbox ([`app_runtime`]), does the file work around the app ([`tasks`]) and
+//! reports back ([`runner`]). [`sequential`] is the one-process reference runner.
+
+pub mod app_runtime;
+pub mod runner;
+pub mod sequential;
+pub mod tasks;

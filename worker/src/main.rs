@@ -1,0 +1,87 @@
+//! `mr-worker`: runs tasks for a coordinator (see the `mr_worker` crate), or with
+//! `sequential`, runs an app in one process as the reference for tests.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use mr_common::telemetry::{self, LogFormat};
+use mr_worker::app_runtime::Limits;
+use mr_worker::runner::{self, WorkerConfig};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(version, about = "mr worker: runs map and reduce tasks of Wasm apps")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// The coordinator's gRPC URL.
+    #[arg(long, env = "MR_COORDINATOR", default_value = "http://127.0.0.1:50051")]
+    coordinator: String,
+    /// Shared data folder: inputs, intermediates and outputs.
+    #[arg(long, env = "MR_DATA_DIR", default_value = "data")]
+    data_dir: PathBuf,
+    /// Name in the coordinator's records and logs (default: <hostname>-<pid>).
+    #[arg(long, env = "MR_WORKER_ID")]
+    worker_id: Option<String>,
+    /// Log line format.
+    #[arg(long, env = "MR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs an app over whole files in this one process and prints sorted `key value` lines
+    /// (the lab's mrsequential; the reference the tests compare against).
+    Sequential {
+        /// The app's `.wasm` file.
+        #[arg(long)]
+        app: PathBuf,
+        /// Write here instead of stdout.
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// Input files, relative to the data folder.
+        #[arg(required = true)]
+        inputs: Vec<String>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format);
+    if let Some(Command::Sequential {
+        app,
+        output,
+        inputs,
+    }) = cli.command
+    {
+        let limits = Limits {
+            time: Duration::from_secs(600),
+            memory_bytes: 4 << 30,
+        };
+        let run = |out: &mut dyn std::io::Write| {
+            let mut out = std::io::BufWriter::new(out);
+            mr_worker::sequential::run(&app, &cli.data_dir, &inputs, &limits, &mut out)
+        };
+        match output {
+            Some(path) => {
+                let mut file = std::fs::File::create(&path)
+                    .with_context(|| format!("creating {}", path.display()))?;
+                run(&mut file)?
+            }
+            None => run(&mut std::io::stdout().lock())?,
+        }
+        return Ok(());
+    }
+    let config = WorkerConfig {
+        coordinator: cli.coordinator,
+        data_dir: cli.data_dir,
+        worker_id: cli.worker_id.unwrap_or_else(runner::default_worker_id),
+        poll_wait: Duration::from_secs(15),
+    };
+    runner::run(config, mr_common::shutdown::signal()).await?;
+    Ok(())
+}

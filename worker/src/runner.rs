@@ -1,0 +1,386 @@
+//! The worker's life: ask the coordinator for a task (a long poll), run it on a blocking
+//! thread while heartbeating, report the outcome, repeat; back off and reconnect while the
+//! coordinator is unreachable; on shutdown hand the current task back at once.
+//!
+//! The worker holds no job state: everything it needs arrives with the assignment, and
+//! everything it produces is a file the coordinator may or may not accept.
+
+use crate::app_runtime::{AppError, AppModule, AppRuntime, Limits};
+use crate::tasks::{self, TaskContext, TaskError, TaskStats};
+use mr_common::DataDir;
+use mr_proto::v1 as pb;
+use mr_proto::v1::coordinator_client::CoordinatorClient;
+use sha2::{Digest, Sha256};
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tonic::transport::{Channel, Endpoint};
+use tracing::Instrument;
+
+/// Configuration of a worker.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// The coordinator's URL, e.g. `http://127.0.0.1:50051`.
+    pub coordinator: String,
+    /// The shared data folder.
+    pub data_dir: PathBuf,
+    /// How this worker is named in the coordinator's records and logs.
+    pub worker_id: String,
+    /// How long one RequestTask long poll may be held by the coordinator.
+    pub poll_wait: Duration,
+}
+
+/// Why the worker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The coordinator URL is not valid.
+    #[error("coordinator address '{addr}': {message}")]
+    BadAddress { addr: String, message: String },
+    /// The data folder is unusable.
+    #[error(transparent)]
+    DataDir(#[from] mr_common::PathError),
+    /// The Wasm engine could not be set up.
+    #[error(transparent)]
+    Runtime(#[from] AppError),
+}
+
+/// Exponential backoff with jitter, for reconnecting to a coordinator that is away.
+struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(100);
+    const MAX: Duration = Duration::from_secs(5);
+
+    fn new() -> Self {
+        Self { next: Self::FIRST }
+    }
+
+    fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
+
+    fn delay(&mut self) -> Duration {
+        use rand::Rng;
+        let base = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        // Jitter keeps a fleet of workers from reconnecting in lockstep.
+        base.mul_f64(rand::rng().random_range(0.5..1.0))
+    }
+}
+
+type Shutdown<'a> = Pin<&'a mut (dyn Future<Output = ()> + Send)>;
+
+struct Worker {
+    config: WorkerConfig,
+    data: DataDir,
+    runtime: Arc<AppRuntime>,
+    client: CoordinatorClient<Channel>,
+}
+
+/// Whether the worker should go on after a task.
+enum Next {
+    Continue,
+    Stop,
+}
+
+/// Runs the worker until `shutdown` completes.
+pub async fn run(
+    config: WorkerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), WorkerError> {
+    let data = DataDir::open(&config.data_dir)?;
+    let runtime = Arc::new(AppRuntime::new()?);
+    let endpoint = Endpoint::from_shared(config.coordinator.clone())
+        .map_err(|e| WorkerError::BadAddress {
+            addr: config.coordinator.clone(),
+            message: e.to_string(),
+        })?
+        .connect_timeout(Duration::from_secs(3))
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .keep_alive_while_idle(true);
+    let client =
+        CoordinatorClient::new(endpoint.connect_lazy()).max_decoding_message_size(256 << 20);
+    let worker = Worker {
+        config,
+        data,
+        runtime,
+        client,
+    };
+    let shutdown: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(shutdown);
+    worker.serve(shutdown).await;
+    Ok(())
+}
+
+impl Worker {
+    async fn serve(mut self, mut shutdown: Pin<Box<dyn Future<Output = ()> + Send>>) {
+        tracing::info!(worker = %self.config.worker_id, coordinator = %self.config.coordinator, "worker started");
+        let mut backoff = Backoff::new();
+        let mut unreachable_since: Option<Instant> = None;
+        loop {
+            let request = pb::RequestTaskRequest {
+                worker: self.config.worker_id.clone(),
+                wait_ms: self.config.poll_wait.as_millis() as u32,
+            };
+            let mut client = self.client.clone();
+            let response = tokio::select! {
+                _ = shutdown.as_mut() => break,
+                r = client.request_task(request) => r,
+            };
+            match response {
+                Err(status) => {
+                    if unreachable_since.is_none() {
+                        tracing::warn!(error = %status.message(), "coordinator unreachable; retrying with backoff");
+                        unreachable_since = Some(Instant::now());
+                    }
+                    tokio::select! {
+                        _ = shutdown.as_mut() => break,
+                        _ = tokio::time::sleep(backoff.delay()) => {}
+                    }
+                }
+                Ok(response) => {
+                    if let Some(since) = unreachable_since.take() {
+                        tracing::info!(after = ?since.elapsed(), "coordinator reachable again");
+                    }
+                    backoff.reset();
+                    if let Some(task) = response.into_inner().task {
+                        if let Next::Stop = self.execute(task, shutdown.as_mut()).await {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        tracing::info!(worker = %self.config.worker_id, "worker stopped");
+    }
+
+    async fn execute(&mut self, task: pb::Assignment, shutdown: Shutdown<'_>) -> Next {
+        let label = match &task.task {
+            Some(pb::assignment::Task::Map(m)) => format!("map-{}", m.index),
+            Some(pb::assignment::Task::Reduce(r)) => format!("reduce-{}", r.partition),
+            None => "unknown".to_string(),
+        };
+        let span = tracing::info_span!(
+            "task", job_id = %task.job_id, task = %label, attempt = task.attempt_id,
+            worker = %self.config.worker_id
+        );
+        self.execute_in_span(task, shutdown).instrument(span).await
+    }
+
+    async fn execute_in_span(&mut self, task: pb::Assignment, mut shutdown: Shutdown<'_>) -> Next {
+        let started = Instant::now();
+        let attempt_id = task.attempt_id;
+        let module = match self.module(&task).await {
+            Ok(module) => module,
+            Err(error) => {
+                self.report(&task, Err(TaskError::App(error))).await;
+                return Next::Continue;
+            }
+        };
+        let data = self.data.clone();
+        let job = {
+            let task = task.clone();
+            tokio::task::spawn_blocking(move || run_task(&data, &module, &task))
+        };
+        tokio::pin!(job);
+        let interval = Duration::from_millis(task.heartbeat_interval_ms.max(100).into());
+        let mut heartbeat =
+            tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        let result = loop {
+            tokio::select! {
+                joined = &mut job => break joined.unwrap_or_else(|e| Err(TaskError::App(AppError::Trap {
+                    app: task.app.clone(),
+                    message: format!("the task thread failed: {e}"),
+                }))),
+                _ = heartbeat.tick() => {
+                    let request = pb::HeartbeatRequest { worker: self.config.worker_id.clone(), attempt_id };
+                    if let Ok(reply) = self.client.heartbeat(request).await {
+                        if !reply.into_inner().keep_going {
+                            tracing::info!("attempt no longer wanted (reassigned or job ended); dropping it");
+                            return Next::Continue;
+                        }
+                    }
+                }
+                _ = shutdown.as_mut() => {
+                    tracing::info!("shutting down: handing the task back");
+                    self.send_report(&task, pb::report_task_request::Result::Failed(pb::TaskFailed {
+                        kind: pb::FailureKind::Abandoned.into(),
+                        error: format!("worker {} shut down", self.config.worker_id),
+                        bad_map_tasks: Vec::new(),
+                    }), 1).await;
+                    return Next::Stop;
+                }
+            }
+        };
+        match &result {
+            Ok(stats) => tracing::info!(
+                kind = if matches!(task.task, Some(pb::assignment::Task::Map(_))) {
+                    "map"
+                } else {
+                    "reduce"
+                },
+                records_in = stats.records_in,
+                records_out = stats.records_out,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "task finished"
+            ),
+            Err(error) => tracing::warn!(error = %error, "task failed"),
+        }
+        self.report(&task, result).await;
+        Next::Continue
+    }
+
+    /// The app's compiled module, from the cache or fetched from the coordinator by hash.
+    async fn module(&mut self, task: &pb::Assignment) -> Result<AppModule, AppError> {
+        if let Some(module) = self.runtime.cached(&task.app_sha256) {
+            return Ok(module);
+        }
+        let fetch_error = |message: String| AppError::Compile {
+            app: task.app.clone(),
+            message,
+        };
+        let wasm = self
+            .client
+            .get_app(pb::GetAppRequest {
+                sha256: task.app_sha256.clone(),
+            })
+            .await
+            .map_err(|s| fetch_error(format!("fetching the module: {}", s.message())))?
+            .into_inner()
+            .module;
+        let actual = hex::encode(Sha256::digest(&wasm));
+        if actual != task.app_sha256 {
+            return Err(fetch_error(format!(
+                "module hash {actual} differs from the expected {}",
+                task.app_sha256
+            )));
+        }
+        let runtime = self.runtime.clone();
+        let (app, sha) = (task.app.clone(), task.app_sha256.clone());
+        tokio::task::spawn_blocking(move || runtime.load(&app, &sha, &wasm))
+            .await
+            .map_err(|e| fetch_error(format!("compiling: {e}")))?
+    }
+
+    async fn report(&mut self, task: &pb::Assignment, result: Result<TaskStats, TaskError>) {
+        let result = match result {
+            Ok(stats) => pb::report_task_request::Result::Succeeded(pb::TaskSucceeded {
+                records_in: stats.records_in,
+                records_out: stats.records_out,
+            }),
+            Err(error) => {
+                let (kind, bad_map_tasks) = match &error {
+                    TaskError::App(AppError::TimeLimit { .. }) => {
+                        (pb::FailureKind::TimeLimit, vec![])
+                    }
+                    TaskError::App(AppError::MemoryLimit { .. }) => {
+                        (pb::FailureKind::MemoryLimit, vec![])
+                    }
+                    TaskError::App(_) => (pb::FailureKind::AppError, vec![]),
+                    TaskError::BadIntermediate { maps, .. } => {
+                        (pb::FailureKind::BadIntermediate, maps.clone())
+                    }
+                    TaskError::Io { .. } | TaskError::Path(_) => (pb::FailureKind::Io, vec![]),
+                };
+                pb::report_task_request::Result::Failed(pb::TaskFailed {
+                    kind: kind.into(),
+                    error: format!("{} ({})", error, describe(task)),
+                    bad_map_tasks,
+                })
+            }
+        };
+        // A report is worth retrying through a short coordinator outage; past that the
+        // attempt has timed out anyway and the task runs elsewhere.
+        self.send_report(task, result, 8).await;
+    }
+
+    async fn send_report(
+        &mut self,
+        task: &pb::Assignment,
+        result: pb::report_task_request::Result,
+        tries: u32,
+    ) {
+        let request = pb::ReportTaskRequest {
+            worker: self.config.worker_id.clone(),
+            job_id: task.job_id.clone(),
+            attempt_id: task.attempt_id,
+            result: Some(result),
+        };
+        let mut backoff = Backoff::new();
+        for attempt in 1..=tries {
+            match self.client.report_task(request.clone()).await {
+                Ok(reply) => {
+                    if !reply.into_inner().accepted {
+                        tracing::info!("report not accepted: the attempt was superseded");
+                    }
+                    return;
+                }
+                Err(status) if attempt < tries => {
+                    tracing::debug!(error = %status.message(), "report failed; retrying");
+                    tokio::time::sleep(backoff.delay()).await;
+                }
+                Err(status) => {
+                    tracing::warn!(error = %status.message(), "report lost; the task will time out and run again")
+                }
+            }
+        }
+    }
+}
+
+/// What the task was, for error messages: app, task and input.
+fn describe(task: &pb::Assignment) -> String {
+    match &task.task {
+        Some(pb::assignment::Task::Map(m)) => format!(
+            "app {}, map task {}, input {}[{}..{}]",
+            task.app,
+            m.index,
+            m.path,
+            m.offset,
+            m.offset + m.length
+        ),
+        Some(pb::assignment::Task::Reduce(r)) => {
+            format!("app {}, reduce task {}", task.app, r.partition)
+        }
+        None => format!("app {}", task.app),
+    }
+}
+
+fn run_task(
+    data: &DataDir,
+    module: &AppModule,
+    task: &pb::Assignment,
+) -> Result<TaskStats, TaskError> {
+    let ctx = TaskContext {
+        data,
+        job_id: &task.job_id,
+        attempt_id: task.attempt_id,
+        n_map: task.n_map,
+        n_reduce: task.n_reduce,
+        limits: Limits {
+            time: Duration::from_millis(task.time_limit_ms),
+            memory_bytes: task.memory_limit_bytes,
+        },
+    };
+    match &task.task {
+        Some(pb::assignment::Task::Map(m)) => {
+            tasks::run_map(&ctx, module, m.index, &m.path, m.offset, m.length)
+        }
+        Some(pb::assignment::Task::Reduce(r)) => tasks::run_reduce(&ctx, module, r.partition),
+        None => Err(TaskError::App(AppError::Abi {
+            app: task.app.clone(),
+            message: "the assignment names no task".into(),
+        })),
+    }
+}
+
+/// `<hostname>-<pid>`: unique per process, and names the container in a compose cluster.
+pub fn default_worker_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "worker".to_string());
+    format!("{host}-{}", std::process::id())
+}
