@@ -7,10 +7,10 @@ TARGET   := x86_64-unknown-linux-musl
 RELEASE  := target/$(TARGET)/release
 BINS     := mr-coordinator mr-worker
 
-.PHONY: help setup build apps test lint fmt demo down clean
+.PHONY: help setup build apps images test fuzz lint fmt demo demo-local down clean
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 setup: ## Install every tool the project needs (idempotent)
 	@scripts/setup.sh
@@ -24,9 +24,16 @@ build: setup apps ## Build target/release/{mr-coordinator,mr-worker} and target/
 apps: setup ## Build the Wasm apps into target/apps
 	@apps-wasm/build.sh
 
-test: build ## Run every test (unit, end-to-end with real processes)
+images: build ## Build the container image mr:latest (FROM scratch, both binaries, the apps)
+	@deploy/build-images.sh
+
+test: build images ## Run every test (unit, end-to-end with real processes and containers)
 	cargo test --release --locked --workspace --no-fail-fast
 	cargo test --release --manifest-path apps-wasm/Cargo.toml --target x86_64-unknown-linux-gnu -p mr-app-sdk
+	scripts/fuzz.sh 20
+
+fuzz: ## Fuzz each target for FUZZ_SECONDS (default 300)
+	scripts/fuzz.sh $(FUZZ_SECONDS)
 
 lint: setup ## rustfmt and clippy, warnings are errors
 	cargo fmt --all -- --check
@@ -37,8 +44,14 @@ fmt: ## Format all code
 	cargo fmt --all
 	cargo fmt --manifest-path apps-wasm/Cargo.toml --all
 
-demo: build ## Run wc over the lab texts on a local cluster and show the top words
+demo: images ## Bring up a compose cluster (4 workers), run wc over the lab texts, show the top words
+	@scripts/demo.sh
+
+demo-local: build ## The same job on a cluster of local processes (no containers)
 	@scripts/demo-local.sh
+
+down: ## Take the compose cluster of `make demo` away (the data folder stays)
+	@scripts/compose.sh down --volumes --remove-orphans
 
 clean: ## Remove build outputs and demo data
 	cargo clean

@@ -35,9 +35,10 @@ for line in sys.stdin:
     if line.startswith("}"):
         job = json.loads(buf); buf = ""
         m, r = job.get("map", {}), job.get("reduce", {})
-        print(f"  {job.get(\"state\")}: map {m.get(\"completed\",0)}/{m.get(\"total\",0)}, reduce {r.get(\"completed\",0)}/{r.get(\"total\",0)}")
+        print("   %s: map %d/%d, reduce %d/%d" % (job.get("state"), m.get("completed", 0),
+              m.get("total", 0), r.get("completed", 0), r.get("total", 0)), flush=True)
 '
 echo "== top 10 words"
-cat "$data/jobs/$job"/mr-out-* | sort -k2,2nr -k1,1 | head -10
+sort -k2,2nr -k1,1 "$data/jobs/$job"/mr-out-* | sed -n 1,10p
 echo "== outputs: $data/jobs/$job/mr-out-*"
 echo "== logs: $logs"

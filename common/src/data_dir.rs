@@ -7,6 +7,8 @@
 //!   jobs/<job_id>/mr-out-Y          output of reduce partition Y
 //!   jobs/<job_id>/.<name>.a<N>.tmp  a file being written by attempt N; renamed into place
 //!                                   by the coordinator only when attempt N is accepted
+//!   .mr/journal                     the coordinator's durable state
+//!   .mr/apps/<sha256>.wasm          every app module a job used, by content hash
 //! ```
 //!
 //! User-supplied paths are checked twice: lexically (relative, no `..`) so a bad request is
@@ -193,6 +195,12 @@ impl DataDir {
             .map(|c| c.as_os_str().to_string_lossy())
             .collect::<Vec<_>>()
             .join("/")
+    }
+
+    /// `.mr/`: the coordinator's own state (journal, app modules). Hidden, so no input glob
+    /// matches it.
+    pub fn state_dir(&self) -> PathBuf {
+        self.root.join(".mr")
     }
 
     /// `jobs/<job_id>` (absolute).

@@ -1,6 +1,7 @@
 //! The apps a job can name: `<app>.wasm` files in the apps folder, read at submission and
 //! kept by content hash, so a job keeps the module it started with even if the file changes,
-//! and workers fetch exactly that module by its hash.
+//! and workers fetch exactly that module by its hash. Modules are also saved under
+//! `DATA/.mr/apps/<sha256>.wasm`, so a restarted coordinator can still serve them.
 
 use crate::error::CoordinatorError;
 use sha2::{Digest, Sha256};
@@ -22,13 +23,16 @@ pub struct AppRef {
 /// The apps folder and every module a job has used so far.
 pub struct AppStore {
     dir: PathBuf,
+    saved: PathBuf,
     modules: Mutex<HashMap<String, Arc<Vec<u8>>>>,
 }
 
 impl AppStore {
-    pub fn new(dir: PathBuf) -> Self {
+    /// `dir` is the apps folder; `saved` where modules are kept by hash across restarts.
+    pub fn new(dir: PathBuf, saved: PathBuf) -> Self {
         Self {
             dir,
+            saved,
             modules: Mutex::new(HashMap::new()),
         }
     }
@@ -70,6 +74,7 @@ impl AppStore {
             });
         }
         let sha256 = hex::encode(Sha256::digest(&bytes));
+        self.save(&sha256, &bytes)?;
         self.lock()
             .entry(sha256.clone())
             .or_insert_with(|| Arc::new(bytes));
@@ -79,14 +84,45 @@ impl AppStore {
         })
     }
 
-    /// The module with this hash, if a job has loaded it.
+    fn saved_path(&self, sha256: &str) -> PathBuf {
+        self.saved.join(format!("{sha256}.wasm"))
+    }
+
+    fn save(&self, sha256: &str, bytes: &[u8]) -> Result<(), CoordinatorError> {
+        let path = self.saved_path(sha256);
+        if path.exists() {
+            return Ok(());
+        }
+        let io = |source| CoordinatorError::Io {
+            what: format!("saving the module to {}", path.display()),
+            source,
+        };
+        std::fs::create_dir_all(&self.saved).map_err(io)?;
+        let tmp = path.with_extension("wasm.tmp");
+        std::fs::write(&tmp, bytes).map_err(io)?;
+        std::fs::rename(&tmp, &path).map_err(io)
+    }
+
+    /// The module with this hash, if a job has used it (in this process or before a restart).
     pub fn module(&self, sha256: &str) -> Result<Arc<Vec<u8>>, CoordinatorError> {
-        self.lock()
-            .get(sha256)
-            .cloned()
-            .ok_or_else(|| CoordinatorError::UnknownModule {
-                sha256: sha256.to_string(),
-            })
+        let unknown = || CoordinatorError::UnknownModule {
+            sha256: sha256.to_string(),
+        };
+        if let Some(module) = self.lock().get(sha256) {
+            return Ok(module.clone());
+        }
+        // The hash becomes a file name: only a well-formed one may.
+        let well_formed = sha256.len() == 64 && sha256.bytes().all(|b| b.is_ascii_hexdigit());
+        if !well_formed {
+            return Err(unknown());
+        }
+        let bytes = std::fs::read(self.saved_path(sha256)).map_err(|_| unknown())?;
+        if hex::encode(Sha256::digest(&bytes)) != sha256 {
+            return Err(unknown());
+        }
+        let module = Arc::new(bytes);
+        self.lock().insert(sha256.to_string(), module.clone());
+        Ok(module)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Vec<u8>>>> {

@@ -31,6 +31,29 @@ pub struct CoordinatorConfig {
     pub task_time_limit: Duration,
     /// Memory limit of the app's linear memory for one task. Default 256 MiB.
     pub task_memory_limit: u64,
+    /// fsync every journal record: survives power loss, not just a killed process, at a
+    /// cost in scheduling throughput. Default off.
+    pub journal_sync: bool,
+    /// How long after a job ends its intermediates (and a failed job's partial outputs) are
+    /// removed. Default 0: at once.
+    pub intermediate_retention: Duration,
+    /// A running job says it waits for workers once none has called in for this long.
+    /// Default 30 s (workers call in at least every 15 s while idle).
+    pub no_worker_grace: Duration,
+    /// Fail running jobs after this long without any worker. Default: never.
+    pub fail_without_workers_after: Option<Duration>,
+    /// A backup copy of a straggler starts only after it ran at least this long (and twice
+    /// the phase's median task time). Default 1 s.
+    pub backup_min_runtime: Duration,
+    /// Shared secret every call of the job and worker APIs must carry as
+    /// `authorization: Bearer <token>`; health and reflection stay open. Default `None`: no
+    /// authentication (for a trusted network only).
+    pub auth_token: Option<String>,
+    /// PEM certificate chain of the server; with [`tls_key`](Self::tls_key), the coordinator
+    /// serves TLS only. Default `None`: plaintext.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of [`tls_cert`](Self::tls_cert). Default `None`.
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for CoordinatorConfig {
@@ -45,6 +68,14 @@ impl Default for CoordinatorConfig {
             max_task_failures: 4,
             task_time_limit: Duration::from_secs(60),
             task_memory_limit: 256 << 20,
+            journal_sync: false,
+            intermediate_retention: Duration::ZERO,
+            no_worker_grace: Duration::from_secs(30),
+            fail_without_workers_after: None,
+            backup_min_runtime: Duration::from_secs(1),
+            auth_token: None,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }

@@ -30,6 +30,9 @@ pub enum CoordinatorError {
     /// A worker asked for a module the coordinator does not hold.
     #[error("no app module with sha256 {sha256}")]
     UnknownModule { sha256: String },
+    /// The journal could not be written, so the change was not made.
+    #[error("coordinator store: {0}")]
+    Store(#[from] crate::journal::JournalError),
     /// Reading or writing the coordinator's own files failed.
     #[error("{what}: {source}")]
     Io {
@@ -55,6 +58,7 @@ impl From<CoordinatorError> for Status {
             CoordinatorError::Path(_) => Code::InvalidArgument,
             CoordinatorError::JobEnded { .. } => Code::FailedPrecondition,
             CoordinatorError::Io { .. } => Code::Internal,
+            CoordinatorError::Store(_) => Code::Unavailable,
         };
         Status::new(code, err.to_string())
     }

@@ -5,15 +5,18 @@
 //! a real coordinator on `127.0.0.1:0` and stop it when they like.
 
 pub mod apps;
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod health;
+pub mod journal;
 pub mod scheduler;
 pub mod service;
+pub mod state;
 
 use crate::apps::AppStore;
 use crate::config::CoordinatorConfig;
-use crate::scheduler::{Event, Scheduler};
+use crate::scheduler::{Event, Reply, Scheduler};
 use crate::service::Services;
 use mr_common::DataDir;
 use mr_proto::v1::coordinator_server::CoordinatorServer;
@@ -23,6 +26,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::interceptor::InterceptedService;
 
 /// Why the coordinator could not start or keep serving.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +34,12 @@ pub enum RunError {
     /// The data folder is unusable.
     #[error(transparent)]
     DataDir(#[from] mr_common::PathError),
+    /// The journal could not be opened or replayed.
+    #[error(transparent)]
+    Journal(#[from] crate::journal::JournalError),
+    /// The token, TLS certificate or key cannot be used.
+    #[error(transparent)]
+    Security(#[from] crate::auth::SecurityError),
     /// Reflection could not be set up from the schema.
     #[error("gRPC reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
@@ -39,15 +49,20 @@ pub enum RunError {
 }
 
 /// Serves the job API, the worker API, health and reflection on `listener` until `shutdown`
-/// completes; then stops accepting, ends long polls and watches, and returns.
+/// completes; then stops accepting, ends long polls and watches, and returns. With a token
+/// (and TLS files) in `config`, the job and worker APIs need the token (and TLS): see [`auth`].
 pub async fn run(
     listener: TcpListener,
     config: CoordinatorConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
+    let (server, auth) = auth::server(&config)?;
     let data = DataDir::open(&config.data_dir)?;
-    let apps = Arc::new(AppStore::new(config.apps_dir.clone()));
-    let scheduler = Arc::new(Scheduler::new(config, data));
+    let apps = Arc::new(AppStore::new(
+        config.apps_dir.clone(),
+        data.state_dir().join("apps"),
+    ));
+    let scheduler = Arc::new(Scheduler::open(config, data)?);
     let (stop_tx, stop_rx) = watch::channel(false);
     let services = Services::new(scheduler.clone(), apps, stop_rx.clone());
 
@@ -71,12 +86,18 @@ pub async fn run(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, data_dir = %scheduler.data().root().display(), "coordinator listening");
     }
-    let result = tonic::transport::Server::builder()
+    let result = server
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_alpha)
-        .add_service(JobServiceServer::new(services.clone()))
-        .add_service(CoordinatorServer::new(services))
+        .add_service(InterceptedService::new(
+            JobServiceServer::new(services.clone()),
+            auth.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            CoordinatorServer::new(services),
+            auth,
+        ))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
             shutdown.await;
             tracing::info!("coordinator shutting down");
@@ -89,10 +110,11 @@ pub async fn run(
     Ok(())
 }
 
-/// Sleeps until the earliest attempt deadline, then lets the scheduler time out what is due.
+/// Sleeps until the next deadline (an attempt's, a cleanup's, the no-worker check's), then
+/// lets the scheduler act on what is due, and cleans finished jobs' folders off the lock.
 async fn deadline_timer(scheduler: Arc<Scheduler>, mut stop: watch::Receiver<bool>) {
     loop {
-        let next = scheduler.next_deadline();
+        let next = scheduler.next_wakeup();
         let due = async {
             match next {
                 Some(at) => tokio::time::sleep_until(at).await,
@@ -100,9 +122,22 @@ async fn deadline_timer(scheduler: Arc<Scheduler>, mut stop: watch::Receiver<boo
             }
         };
         tokio::select! {
-            _ = due => { scheduler.handle(Event::DeadlineCheck); }
-            _ = scheduler.deadline_set().notified() => {}
+            _ = due => {}
+            _ = scheduler.deadline_set().notified() => continue,
             _ = stop.changed() => return,
+        }
+        match scheduler.handle(Event::DeadlineCheck) {
+            Ok(Reply::DeadlineChecked { cleanups }) if !cleanups.is_empty() => {
+                let data = scheduler.data().clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    for cleanup in &cleanups {
+                        scheduler::clean_job_dir(&data, cleanup);
+                    }
+                })
+                .await;
+            }
+            Ok(_) => {}
+            Err(error) => tracing::error!(%error, "journal write failed"),
         }
     }
 }

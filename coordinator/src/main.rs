@@ -43,6 +43,18 @@ struct Cli {
     /// Largest input split (bytes) when a job does not choose.
     #[arg(long, env = "MR_SPLIT_BYTES", default_value_t = 16 << 20)]
     split_bytes: u64,
+    /// fsync each journal record (survives power loss; slower scheduling).
+    #[arg(long, env = "MR_JOURNAL_SYNC")]
+    journal_sync: bool,
+    /// How long a finished job's intermediates are kept.
+    #[arg(long, env = "MR_INTERMEDIATE_RETENTION", default_value = "0s", value_parser = humantime::parse_duration)]
+    intermediate_retention: Duration,
+    /// Running jobs say they wait for workers after this long without any.
+    #[arg(long, env = "MR_NO_WORKER_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
+    no_worker_grace: Duration,
+    /// Fail running jobs after this long without any worker (default: wait forever).
+    #[arg(long, env = "MR_FAIL_WITHOUT_WORKERS_AFTER", value_parser = humantime::parse_duration)]
+    fail_without_workers_after: Option<Duration>,
     /// Log line format.
     #[arg(long, env = "MR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -75,6 +87,10 @@ async fn main() -> anyhow::Result<()> {
         task_time_limit: cli.task_time_limit,
         task_memory_limit: cli.task_memory_mib << 20,
         default_split_bytes: cli.split_bytes.max(1),
+        journal_sync: cli.journal_sync,
+        intermediate_retention: cli.intermediate_retention,
+        no_worker_grace: cli.no_worker_grace,
+        fail_without_workers_after: cli.fail_without_workers_after,
         ..CoordinatorConfig::default()
     };
     let listener = tokio::net::TcpListener::bind(config.listen)

@@ -1,77 +1,31 @@
-//! Job and task state, and every transition of it, behind one lock.
+//! Scheduling decisions, behind one lock.
 //!
 //! This is the lab's coordinator made into a service: each job has map tasks (one per input
-//! split) and `n_reduce` reduce tasks, each Idle, InProgress or Completed. Workers' calls
-//! and the deadline timer come in as [`Event`]s; [`Scheduler::handle`] applies one event
-//! under the lock and returns its [`Reply`], so every change of state is in one `match`.
+//! split) and `n_reduce` reduce tasks, each Idle, InProgress or Completed. Workers' calls and
+//! the timer come in as [`Event`]s; [`Scheduler::handle`] applies one event under the lock
+//! and returns its [`Reply`]. Every change it decides is a journal [`Record`]: appended to
+//! the durable journal first, then applied to memory by [`State::apply`], so a restarted
+//! coordinator replays exactly what the killed one had acknowledged.
 //!
 //! Fencing: every assignment is an attempt with a unique id. A worker writes its files under
 //! attempt-unique temp names; only when the coordinator accepts the report of the task's
 //! *current* attempt does it rename them into place, under the lock. A late report from an
-//! attempt that timed out or was superseded is answered "not accepted" and its files are
-//! never renamed, so a slow worker waking up cannot change or double-count any output.
+//! attempt that timed out or lost to a backup copy is answered "not accepted" and its files
+//! are never renamed, so a slow worker waking up cannot change or double-count any output.
 
-use crate::apps::AppRef;
 use crate::config::CoordinatorConfig;
+use crate::journal::{Journal, JournalError, Record, StoredEnding, StoredJobEnd};
+pub use crate::state::{
+    Attempt, AttemptId, AttemptOutcome, Job, JobId, JobSpec, JobState, Split, Task, TaskKind,
+    TaskState, task_label,
+};
+use crate::state::{State, millis};
 use mr_common::DataDir;
-use mr_common::data_dir::{intermediate_name, output_name, output_relative};
-use std::collections::HashMap;
-use std::fmt;
+use mr_common::data_dir::{intermediate_name, output_name};
 use std::sync::{Mutex, MutexGuard};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
-
-pub type JobId = String;
-pub type AttemptId = u64;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum JobState {
-    Pending,
-    Running,
-    Succeeded,
-    Failed,
-    Cancelled,
-}
-
-impl JobState {
-    pub fn is_terminal(self) -> bool {
-        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Pending => "PENDING",
-            Self::Running => "RUNNING",
-            Self::Succeeded => "SUCCEEDED",
-            Self::Failed => "FAILED",
-            Self::Cancelled => "CANCELLED",
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TaskKind {
-    Map,
-    Reduce,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TaskState {
-    Idle,
-    InProgress,
-    Completed,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AttemptOutcome {
-    Running,
-    Succeeded,
-    Failed,
-    TimedOut,
-    Abandoned,
-    Superseded,
-}
 
 /// Why a worker says an attempt failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,7 +40,7 @@ pub enum FailureKind {
 
 impl FailureKind {
     /// Failures that are the task's own and count towards `max_task_failures`; a lost
-    /// worker, a shutdown or a bad input from another task are not.
+    /// worker, a shutdown or a bad file from another task are not.
     fn counts_against_task(self) -> bool {
         matches!(
             self,
@@ -95,192 +49,12 @@ impl FailureKind {
     }
 }
 
-/// A byte range of an input file; the split owns the lines that start inside it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Split {
-    pub path: String,
-    pub offset: u64,
-    pub length: u64,
-}
-
-impl fmt::Display for Split {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}[{}..{}]",
-            self.path,
-            self.offset,
-            self.offset + self.length
-        )
-    }
-}
-
-#[derive(Clone, Debug)]
-pub struct Attempt {
-    pub id: AttemptId,
-    pub worker: String,
-    pub started_at: SystemTime,
-    pub finished_at: Option<SystemTime>,
-    pub outcome: AttemptOutcome,
-    pub error: String,
-    pub backup: bool,
-    /// Presumed dead past this instant unless a heartbeat moves it.
-    deadline: Instant,
-}
-
-#[derive(Clone, Debug)]
-pub struct Task {
-    pub kind: TaskKind,
-    pub index: u32,
-    pub state: TaskState,
-    /// Map tasks only.
-    pub split: Option<Split>,
-    pub attempts: Vec<Attempt>,
-    /// Failures that count towards the job's failure limit.
-    pub failures: u32,
-}
-
-impl Task {
-    fn new(kind: TaskKind, index: u32, split: Option<Split>) -> Self {
-        Self {
-            kind,
-            index,
-            state: TaskState::Idle,
-            split,
-            attempts: Vec::new(),
-            failures: 0,
-        }
-    }
-
-    fn running(&self) -> impl Iterator<Item = &Attempt> {
-        self.attempts
-            .iter()
-            .filter(|a| a.outcome == AttemptOutcome::Running)
-    }
-
-    fn attempt_mut(&mut self, id: AttemptId) -> Option<&mut Attempt> {
-        self.attempts.iter_mut().find(|a| a.id == id)
-    }
-
-    /// How the task is named in logs and errors: `map-3`, `reduce-0`.
-    pub fn label(&self) -> String {
-        task_label(self.kind, self.index)
-    }
-}
-
-pub fn task_label(kind: TaskKind, index: u32) -> String {
-    match kind {
-        TaskKind::Map => format!("map-{index}"),
-        TaskKind::Reduce => format!("reduce-{index}"),
-    }
-}
-
-/// What a job was asked to do, after validation.
-#[derive(Clone, Debug)]
-pub struct JobSpec {
-    pub app: AppRef,
-    pub inputs: Vec<String>,
-    /// Expanded input files with their sizes.
-    pub input_files: Vec<(String, u64)>,
-    pub n_reduce: u32,
-    pub split_bytes: u64,
-}
-
-#[derive(Clone, Debug)]
-pub struct Job {
-    pub id: JobId,
-    pub spec: JobSpec,
-    pub state: JobState,
-    pub error: String,
-    pub warning: String,
-    pub maps: Vec<Task>,
-    pub reduces: Vec<Task>,
-    pub outputs: Vec<String>,
-    pub submitted_at: SystemTime,
-    pub finished_at: Option<SystemTime>,
-}
-
-impl Job {
-    fn new(id: JobId, spec: JobSpec, now: SystemTime) -> Self {
-        let maps = splits(&spec.input_files, spec.split_bytes)
-            .into_iter()
-            .enumerate()
-            .map(|(i, split)| Task::new(TaskKind::Map, i as u32, Some(split)))
-            .collect();
-        let reduces = (0..spec.n_reduce)
-            .map(|i| Task::new(TaskKind::Reduce, i, None))
-            .collect();
-        Self {
-            id,
-            spec,
-            state: JobState::Pending,
-            error: String::new(),
-            warning: String::new(),
-            maps,
-            reduces,
-            outputs: Vec::new(),
-            submitted_at: now,
-            finished_at: None,
-        }
-    }
-
-    fn tasks_mut(&mut self, kind: TaskKind) -> &mut Vec<Task> {
-        match kind {
-            TaskKind::Map => &mut self.maps,
-            TaskKind::Reduce => &mut self.reduces,
-        }
-    }
-
-    fn maps_done(&self) -> bool {
-        self.maps.iter().all(|t| t.state == TaskState::Completed)
-    }
-
-    fn finish(&mut self, state: JobState, error: String, now: SystemTime) {
-        self.state = state;
-        self.error = error;
-        self.finished_at = Some(now);
-        // Whatever still runs is no longer wanted; heartbeats will tell its worker so.
-        for task in self.maps.iter_mut().chain(self.reduces.iter_mut()) {
-            for attempt in task
-                .attempts
-                .iter_mut()
-                .filter(|a| a.outcome == AttemptOutcome::Running)
-            {
-                attempt.outcome = AttemptOutcome::Abandoned;
-                attempt.finished_at = Some(now);
-            }
-        }
-    }
-}
-
-/// Cuts each input file into splits of at most `split_bytes` (an empty file is one empty split).
-fn splits(files: &[(String, u64)], split_bytes: u64) -> Vec<Split> {
-    let step = split_bytes.max(1);
-    let mut out = Vec::new();
-    for (path, size) in files {
-        let mut offset = 0;
-        loop {
-            let length = step.min(size - offset);
-            out.push(Split {
-                path: path.clone(),
-                offset,
-                length,
-            });
-            offset += length;
-            if offset >= *size {
-                break;
-            }
-        }
-    }
-    out
-}
-
 /// A task handed to a worker.
 #[derive(Clone, Debug)]
 pub struct Assignment {
     pub job_id: JobId,
     pub attempt_id: AttemptId,
-    pub app: AppRef,
+    pub app: crate::apps::AppRef,
     pub n_reduce: u32,
     pub n_map: u32,
     pub kind: TaskKind,
@@ -316,7 +90,7 @@ pub enum Event {
     Heartbeat { attempt_id: AttemptId },
     /// A user cancels a job.
     Cancel { job_id: JobId },
-    /// The earliest attempt deadline may have passed.
+    /// A deadline may have passed: attempts to time out, jobs without workers, cleanups due.
     DeadlineCheck,
 }
 
@@ -329,6 +103,14 @@ pub enum CancelOutcome {
     UnknownJob,
 }
 
+/// A finished job whose folder is due for cleaning.
+#[derive(Debug, Clone)]
+pub struct Cleanup {
+    pub job_id: JobId,
+    /// Succeeded jobs keep their outputs; others keep nothing.
+    pub keep_outputs: bool,
+}
+
 /// The answer to one [`Event`], variant for variant.
 #[derive(Debug)]
 pub enum Reply {
@@ -337,31 +119,24 @@ pub enum Reply {
     Report { accepted: bool },
     Heartbeat { keep_going: bool },
     Cancel(CancelOutcome),
-    DeadlineChecked,
+    DeadlineChecked { cleanups: Vec<Cleanup> },
 }
 
-#[derive(Clone, Debug)]
-struct AttemptRef {
-    job: usize,
-    kind: TaskKind,
-    index: u32,
-}
-
-#[derive(Default)]
-struct State {
-    /// In submission order, which is also dispatch order.
-    jobs: Vec<Job>,
-    by_id: HashMap<JobId, usize>,
-    attempts: HashMap<AttemptId, AttemptRef>,
-    next_attempt: AttemptId,
-    watchers: HashMap<JobId, watch::Sender<u64>>,
+/// Mutable scheduling state: the jobs plus what only the live process needs.
+struct Inner {
+    state: State,
+    journal: Journal,
+    /// The last time any worker called in.
+    last_worker_seen: Instant,
+    /// Jobs to clean and when.
+    cleanups: Vec<(Instant, Cleanup)>,
 }
 
 /// Job and task state behind one lock, plus the signals that wake waiting callers.
 pub struct Scheduler {
     config: CoordinatorConfig,
     data: DataDir,
-    state: Mutex<State>,
+    inner: Mutex<Inner>,
     /// Woken when a task may have become assignable (long polls wait on it).
     work_ready: Notify,
     /// Woken when a new deadline was set, so the timer can re-arm.
@@ -369,17 +144,85 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
-    pub fn new(config: CoordinatorConfig, data: DataDir) -> Self {
-        Self {
+    /// Opens the journal under `DATA/.mr`, replays it, and recovers: running attempts get a
+    /// fresh deadline (their workers may still report), completed tasks whose files are gone
+    /// run again, ended jobs' folders are swept.
+    pub fn open(config: CoordinatorConfig, data: DataDir) -> Result<Self, JournalError> {
+        let (journal, records) = Journal::open(&data.state_dir(), config.journal_sync)?;
+        let now = Instant::now();
+        let mut state = State {
+            next_attempt: 1,
+            ..State::default()
+        };
+        let replayed = records.len();
+        for record in records {
+            state.apply(record, now, config.task_timeout);
+        }
+        let mut inner = Inner {
+            state,
+            journal,
+            last_worker_seen: now,
+            cleanups: Vec::new(),
+        };
+        let scheduler_data = data.clone();
+        let mut resets = Vec::new();
+        for job in &inner.state.jobs {
+            if job.state.is_terminal() {
+                inner.cleanups.push((
+                    now,
+                    Cleanup {
+                        job_id: job.id.clone(),
+                        keep_outputs: job.state == JobState::Succeeded,
+                    },
+                ));
+                continue;
+            }
+            for kind in [TaskKind::Map, TaskKind::Reduce] {
+                let lost: Vec<u32> = job
+                    .tasks(kind)
+                    .iter()
+                    .filter(|t| t.state == TaskState::Completed)
+                    .filter(|t| !files_of(&scheduler_data, job, t).iter().all(|f| f.exists()))
+                    .map(|t| t.index)
+                    .collect();
+                if !lost.is_empty() {
+                    resets.push(Record::TasksReset {
+                        job_id: job.id.clone(),
+                        kind: kind.into(),
+                        indices: lost,
+                    });
+                }
+            }
+        }
+        for record in resets {
+            tracing::warn!(
+                ?record,
+                "completed tasks lost their files; they will run again"
+            );
+            inner.journal.append(&record)?;
+            inner.state.apply(record, now, config.task_timeout);
+        }
+        if replayed > 0 {
+            let active = inner
+                .state
+                .jobs
+                .iter()
+                .filter(|j| !j.state.is_terminal())
+                .count();
+            tracing::info!(
+                records = replayed,
+                jobs = inner.state.jobs.len(),
+                active,
+                "state recovered from the journal"
+            );
+        }
+        Ok(Self {
             config,
             data,
-            state: Mutex::new(State {
-                next_attempt: 1,
-                ..State::default()
-            }),
+            inner: Mutex::new(inner),
             work_ready: Notify::new(),
             deadline_set: Notify::new(),
-        }
+        })
     }
 
     pub fn config(&self) -> &CoordinatorConfig {
@@ -398,286 +241,495 @@ impl Scheduler {
         &self.deadline_set
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // Transitions do not panic midway by construction; if one ever did, the state is
-        // still the best there is, and refusing all further calls would be worse.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A transition never panics midway by construction; if one ever did, the state is
+        // still the best there is, and refusing every later call would be worse.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Applies one event under the lock.
-    pub fn handle(&self, event: Event) -> Reply {
-        let now = Instant::now();
-        let wall = SystemTime::now();
-        let mut state = self.lock();
-        let (reply, touched) = match event {
+    /// Applies one event under the lock. Fails only if the journal cannot be written, in
+    /// which case nothing was acknowledged.
+    pub fn handle(&self, event: Event) -> Result<Reply, JournalError> {
+        let mut guard = self.lock();
+        let mut tx = Transition {
+            inner: &mut guard,
+            config: &self.config,
+            data: &self.data,
+            now: Instant::now(),
+            wall: SystemTime::now(),
+            touched: Vec::new(),
+            work_ready: false,
+        };
+        let reply = tx.handle(event);
+        let (touched, work_ready) = (std::mem::take(&mut tx.touched), tx.work_ready);
+        for job_id in touched {
+            if let Some(watcher) = guard.state.watchers.get(&job_id) {
+                watcher.send_modify(|v| *v += 1);
+            }
+        }
+        drop(guard);
+        if work_ready {
+            self.work_ready.notify_waiters();
+            self.deadline_set.notify_one();
+        }
+        reply
+    }
+
+    /// When the timer should next send [`Event::DeadlineCheck`].
+    pub fn next_wakeup(&self) -> Option<Instant> {
+        let inner = self.lock();
+        let active = inner.state.jobs.iter().filter(|j| !j.state.is_terminal());
+        let mut next = active
+            .clone()
+            .flat_map(|j| j.all_tasks())
+            .flat_map(|t| t.running())
+            .map(|a| a.deadline)
+            .chain(inner.cleanups.iter().map(|(at, _)| *at))
+            .min();
+        if active.count() > 0 {
+            // Watching for the loss of every worker needs a coarse tick while jobs run.
+            let tick = Instant::now() + self.config.no_worker_grace.min(Duration::from_secs(1));
+            next = Some(next.map_or(tick, |n| n.min(tick)));
+        }
+        next
+    }
+
+    /// A copy of one job.
+    pub fn job(&self, job_id: &str) -> Option<Job> {
+        let inner = self.lock();
+        inner
+            .state
+            .by_id
+            .get(job_id)
+            .map(|&i| inner.state.jobs[i].clone())
+    }
+
+    /// Copies of every job, newest first.
+    pub fn jobs(&self) -> Vec<Job> {
+        let inner = self.lock();
+        inner.state.jobs.iter().rev().cloned().collect()
+    }
+
+    /// A receiver that changes whenever the job does.
+    pub fn watch(&self, job_id: &str) -> Option<watch::Receiver<u64>> {
+        self.lock()
+            .state
+            .watchers
+            .get(job_id)
+            .map(|tx| tx.subscribe())
+    }
+
+    pub fn contains(&self, job_id: &str) -> bool {
+        self.lock().state.by_id.contains_key(job_id)
+    }
+}
+
+/// The files a completed task stands for.
+fn files_of(data: &DataDir, job: &Job, task: &Task) -> Vec<std::path::PathBuf> {
+    match task.kind {
+        TaskKind::Map => (0..job.spec.n_reduce)
+            .map(|y| data.intermediate(&job.id, task.index, y))
+            .collect(),
+        TaskKind::Reduce => vec![data.output(&job.id, task.index)],
+    }
+}
+
+/// One event being applied: the locked state plus what the event did.
+struct Transition<'a> {
+    inner: &'a mut Inner,
+    config: &'a CoordinatorConfig,
+    data: &'a DataDir,
+    now: Instant,
+    wall: SystemTime,
+    /// Jobs whose watchers to wake.
+    touched: Vec<JobId>,
+    /// Whether a task may have become assignable.
+    work_ready: bool,
+}
+
+impl Transition<'_> {
+    /// Journals a record, then applies it.
+    fn record(&mut self, record: Record) -> Result<(), JournalError> {
+        self.inner.journal.append(&record)?;
+        if let Some(job_id) = self
+            .inner
+            .state
+            .apply(record, self.now, self.config.task_timeout)
+            && !self.touched.contains(&job_id)
+        {
+            self.touched.push(job_id);
+        }
+        Ok(())
+    }
+
+    fn handle(&mut self, event: Event) -> Result<Reply, JournalError> {
+        match event {
             Event::Submit { job_id, spec } => {
-                let job = Job::new(job_id.clone(), spec, wall);
                 tracing::info!(
-                    job_id = %job.id, app = %job.spec.app.name, maps = job.maps.len(),
-                    reduces = job.reduces.len(), "job submitted"
+                    job_id = %job_id, app = %spec.app.name, inputs = spec.input_files.len(),
+                    n_reduce = spec.n_reduce, "job submitted"
                 );
-                let position = state.jobs.len();
-                state.by_id.insert(job_id.clone(), position);
-                state.jobs.push(job);
-                state.watchers.insert(job_id.clone(), watch::channel(0).0);
-                (Reply::Submitted, Some(job_id))
+                self.record(Record::JobSubmitted {
+                    job_id,
+                    app: spec.app.name,
+                    app_sha256: spec.app.sha256,
+                    inputs: spec.inputs,
+                    input_files: spec.input_files,
+                    n_reduce: spec.n_reduce,
+                    split_bytes: spec.split_bytes,
+                    at_ms: millis(self.wall),
+                })?;
+                self.work_ready = true;
+                Ok(Reply::Submitted)
             }
             Event::Request { worker } => {
-                let assignment = self.assign(&mut state, &worker, now, wall);
-                let touched = assignment.as_ref().map(|a| a.job_id.clone());
-                (Reply::Task(assignment), touched)
+                self.worker_seen();
+                Ok(Reply::Task(self.assign(&worker)?))
             }
             Event::Report {
                 worker,
                 attempt_id,
                 result,
             } => {
-                let (accepted, touched) =
-                    self.report(&mut state, &worker, attempt_id, result, wall);
-                (Reply::Report { accepted }, touched)
+                self.worker_seen();
+                let accepted = self.report(&worker, attempt_id, result)?;
+                Ok(Reply::Report { accepted })
             }
             Event::Heartbeat { attempt_id } => {
-                let timeout = self.config.task_timeout;
-                let keep_going = state
-                    .attempt_mut(attempt_id)
-                    .map(|a| {
-                        a.deadline = now + timeout;
-                        true
-                    })
-                    .unwrap_or(false);
-                (Reply::Heartbeat { keep_going }, None)
+                self.worker_seen();
+                let deadline = self.now + self.config.task_timeout;
+                let attempt = self.inner.state.running_attempt_mut(attempt_id);
+                let keep_going = attempt.map(|a| a.deadline = deadline).is_some();
+                Ok(Reply::Heartbeat { keep_going })
             }
-            Event::Cancel { job_id } => match state.by_id.get(&job_id).copied() {
-                Some(i) => {
-                    let job = &mut state.jobs[i];
-                    if job.state.is_terminal() {
-                        (Reply::Cancel(CancelOutcome::AlreadyEnded(job.state)), None)
-                    } else {
-                        job.finish(JobState::Cancelled, "cancelled by a user".into(), wall);
-                        tracing::info!(job_id = %job_id, "job cancelled");
-                        (Reply::Cancel(CancelOutcome::Cancelled), Some(job_id))
-                    }
+            Event::Cancel { job_id } => {
+                let Some(&i) = self.inner.state.by_id.get(&job_id) else {
+                    return Ok(Reply::Cancel(CancelOutcome::UnknownJob));
+                };
+                let state = self.inner.state.jobs[i].state;
+                if state.is_terminal() {
+                    return Ok(Reply::Cancel(CancelOutcome::AlreadyEnded(state)));
                 }
-                None => (Reply::Cancel(CancelOutcome::UnknownJob), None),
-            },
-            Event::DeadlineCheck => {
-                let touched = self.expire(&mut state, now, wall);
-                (Reply::DeadlineChecked, touched)
+                tracing::info!(job_id = %job_id, "job cancelled");
+                self.end_job(
+                    &job_id,
+                    StoredJobEnd::Cancelled,
+                    "cancelled by a user".into(),
+                )?;
+                Ok(Reply::Cancel(CancelOutcome::Cancelled))
             }
-        };
-        if let Some(job_id) = touched {
-            if let Some(tx) = state.watchers.get(&job_id) {
-                tx.send_modify(|v| *v += 1);
+            Event::DeadlineCheck => {
+                self.expire_attempts()?;
+                self.watch_for_workers()?;
+                let now = self.now;
+                let (due, later) = std::mem::take(&mut self.inner.cleanups)
+                    .into_iter()
+                    .partition(|(at, _)| *at <= now);
+                self.inner.cleanups = later;
+                let cleanups = due.into_iter().map(|(_, c)| c).collect();
+                Ok(Reply::DeadlineChecked { cleanups })
             }
         }
-        reply
     }
 
-    fn assign(
-        &self,
-        state: &mut State,
-        worker: &str,
-        now: Instant,
-        wall: SystemTime,
-    ) -> Option<Assignment> {
-        let attempt_id = state.next_attempt;
-        let (job_index, job) = state
-            .jobs
-            .iter_mut()
-            .enumerate()
-            .find(|(_, j)| !j.state.is_terminal() && next_idle(j).is_some())?;
-        let (kind, index) = next_idle(job)?;
-        let n_map = job.maps.len() as u32;
+    fn worker_seen(&mut self) {
+        self.inner.last_worker_seen = self.now;
+        for job in self.inner.state.jobs.iter_mut() {
+            if !job.warning.is_empty() && !job.state.is_terminal() {
+                job.warning.clear();
+                tracing::info!(job_id = %job.id, "a worker is back");
+                self.touched.push(job.id.clone());
+            }
+        }
+    }
+
+    fn end_job(
+        &mut self,
+        job_id: &str,
+        end: StoredJobEnd,
+        error: String,
+    ) -> Result<(), JournalError> {
+        self.record(Record::JobEnded {
+            job_id: job_id.to_string(),
+            end,
+            error,
+            at_ms: millis(self.wall),
+        })?;
+        let cleanup = Cleanup {
+            job_id: job_id.to_string(),
+            keep_outputs: end == StoredJobEnd::Succeeded,
+        };
+        let at = self.now + self.config.intermediate_retention;
+        self.inner.cleanups.push((at, cleanup));
+        self.work_ready = true;
+        Ok(())
+    }
+
+    fn assign(&mut self, worker: &str) -> Result<Option<Assignment>, JournalError> {
+        let Some((job_index, kind, index, backup)) = self.choose(worker) else {
+            return Ok(None);
+        };
+        let attempt_id = self.inner.state.next_attempt;
+        let job = &self.inner.state.jobs[job_index];
         let job_id = job.id.clone();
-        let app = job.spec.app.clone();
-        let n_reduce = job.spec.n_reduce;
-        let task = &mut job.tasks_mut(kind)[index];
-        task.state = TaskState::InProgress;
-        task.attempts.push(Attempt {
-            id: attempt_id,
-            worker: worker.to_string(),
-            started_at: wall,
-            finished_at: None,
-            outcome: AttemptOutcome::Running,
-            error: String::new(),
-            backup: false,
-            deadline: now + self.config.task_timeout,
-        });
+        let task = &job.tasks(kind)[index];
         tracing::info!(
-            job_id = %job_id, task = %task.label(), attempt = attempt_id, worker,
-            input = %task.split.as_ref().map(|s| s.to_string()).unwrap_or_default(),
+            job_id = %job_id, task = %task.label(), attempt = attempt_id, worker, backup,
+            input = %task.split.as_ref().map(Split::to_string).unwrap_or_default(),
             "task assigned"
         );
         let assignment = Assignment {
-            job_id,
+            job_id: job_id.clone(),
             attempt_id,
-            app,
-            n_reduce,
-            n_map,
+            app: job.spec.app.clone(),
+            n_reduce: job.spec.n_reduce,
+            n_map: job.maps.len() as u32,
             kind,
             index: index as u32,
             split: task.split.clone(),
         };
-        if job.state == JobState::Pending {
-            job.state = JobState::Running;
-        }
-        state.next_attempt += 1;
-        state.attempts.insert(
+        self.record(Record::TaskAssigned {
+            job_id,
+            kind: kind.into(),
+            index: index as u32,
             attempt_id,
-            AttemptRef {
-                job: job_index,
-                kind,
-                index: index as u32,
-            },
-        );
-        self.deadline_set.notify_one();
-        Some(assignment)
+            worker: worker.to_string(),
+            backup,
+            at_ms: millis(self.wall),
+        })?;
+        self.work_ready = false;
+        Ok(Some(assignment))
     }
 
-    /// Applies a report; returns whether it was accepted and which job changed.
+    /// The next task for `worker`: the first Idle task of the oldest job (maps before
+    /// reduces), or else a backup copy of a straggler near the end of a phase.
+    fn choose(&self, worker: &str) -> Option<(usize, TaskKind, usize, bool)> {
+        let active = || {
+            self.inner
+                .state
+                .jobs
+                .iter()
+                .enumerate()
+                .filter(|(_, j)| !j.state.is_terminal())
+        };
+        for (job_index, job) in active() {
+            let kind = job.current_phase();
+            if let Some(i) = job
+                .tasks(kind)
+                .iter()
+                .position(|t| t.state == TaskState::Idle)
+            {
+                return Some((job_index, kind, i, false));
+            }
+        }
+        for (job_index, job) in active() {
+            let kind = job.current_phase();
+            if let Some(i) = self.straggler(job.tasks(kind), worker) {
+                return Some((job_index, kind, i, true));
+            }
+        }
+        None
+    }
+
+    /// The longest-running task of a phase with nothing left to hand out, if it runs on
+    /// one other worker for more than twice the phase's median task time (at least
+    /// `backup_min_runtime`): the paper's backup tasks.
+    fn straggler(&self, tasks: &[Task], worker: &str) -> Option<usize> {
+        let mut durations: Vec<Duration> = tasks
+            .iter()
+            .flat_map(|t| &t.attempts)
+            .filter(|a| a.outcome == AttemptOutcome::Succeeded)
+            .filter_map(|a| a.finished_at?.duration_since(a.started_at).ok())
+            .collect();
+        durations.sort();
+        let typical = durations
+            .get(durations.len() / 2)
+            .map(|d| *d * 2)
+            .unwrap_or(self.config.task_timeout / 2);
+        let threshold = typical.max(self.config.backup_min_runtime);
+        tasks
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.state == TaskState::InProgress)
+            .filter_map(|(i, t)| {
+                let mut running = t.running();
+                let only = running.next()?;
+                let alone = running.next().is_none();
+                let age = self.now.saturating_duration_since(only.started);
+                (alone && only.worker != worker && age >= threshold).then_some((i, age))
+            })
+            .max_by_key(|&(_, age)| age)
+            .map(|(i, _)| i)
+    }
+
+    /// Applies a report; returns whether it was accepted.
     fn report(
-        &self,
-        state: &mut State,
+        &mut self,
         worker: &str,
         attempt_id: AttemptId,
         result: TaskResult,
-        wall: SystemTime,
-    ) -> (bool, Option<JobId>) {
-        let Some(at) = state.attempts.get(&attempt_id).cloned() else {
+    ) -> Result<bool, JournalError> {
+        let Some(at) = self.inner.state.attempts.get(&attempt_id).cloned() else {
             tracing::warn!(
                 attempt = attempt_id,
                 worker,
                 "report for an unknown attempt ignored"
             );
-            return (false, None);
+            return Ok(false);
         };
-        let job = &mut state.jobs[at.job];
+        let job = &self.inner.state.jobs[at.job];
         let job_id = job.id.clone();
         let label = task_label(at.kind, at.index);
-        let span = tracing::info_span!("report", job_id = %job_id, task = %label, attempt = attempt_id, worker);
-        let _guard = span.enter();
-        let current = job.tasks_mut(at.kind)[at.index as usize]
-            .attempt_mut(attempt_id)
-            .is_some_and(|a| a.outcome == AttemptOutcome::Running);
-        if !current || job.state.is_terminal() {
+        let _span = tracing::info_span!("report", job_id = %job_id, task = %label, attempt = attempt_id, worker).entered();
+        let current = !job.state.is_terminal()
+            && job.tasks(at.kind)[at.index as usize]
+                .attempt(attempt_id)
+                .is_some_and(|a| a.outcome == AttemptOutcome::Running);
+        if !current {
             tracing::info!("late report of a superseded attempt ignored");
-            return (false, None);
+            return Ok(false);
         }
         match result {
-            TaskResult::Succeeded => match self.commit(job, at.kind, at.index, attempt_id) {
-                Ok(()) => {
-                    let task = &mut job.tasks_mut(at.kind)[at.index as usize];
-                    task.state = TaskState::Completed;
-                    for attempt in &mut task.attempts {
-                        if attempt.id == attempt_id {
-                            attempt.outcome = AttemptOutcome::Succeeded;
-                            attempt.finished_at = Some(wall);
-                        } else if attempt.outcome == AttemptOutcome::Running {
-                            attempt.outcome = AttemptOutcome::Superseded;
-                            attempt.finished_at = Some(wall);
+            TaskResult::Succeeded => {
+                match self.commit_files(&job_id, at.kind, at.index, attempt_id) {
+                    Ok(()) => {
+                        self.record(Record::TaskCommitted {
+                            job_id: job_id.clone(),
+                            kind: at.kind.into(),
+                            index: at.index,
+                            attempt_id,
+                            at_ms: millis(self.wall),
+                        })?;
+                        tracing::info!("task finished");
+                        let job = &self.inner.state.jobs[at.job];
+                        if at.kind == TaskKind::Map && job.maps_done() {
+                            tracing::info!("map phase done");
+                            self.work_ready = true;
+                        }
+                        if job.reduces_done() {
+                            tracing::info!(outputs = job.spec.n_reduce, "job succeeded");
+                            self.end_job(&job_id, StoredJobEnd::Succeeded, String::new())?;
                         }
                     }
-                    tracing::info!("task finished");
-                    if at.kind == TaskKind::Map && job.maps_done() {
-                        tracing::info!("map phase done");
-                        self.work_ready.notify_waiters();
-                    }
-                    if job.reduces.iter().all(|t| t.state == TaskState::Completed) {
-                        job.outputs = (0..job.spec.n_reduce)
-                            .map(|y| output_relative(&job.id, y))
-                            .collect();
-                        job.finish(JobState::Succeeded, String::new(), wall);
-                        tracing::info!(outputs = job.outputs.len(), "job succeeded");
+                    Err(error) => {
+                        tracing::error!(%error, "committing the attempt's files failed");
+                        self.fail(
+                            &job_id,
+                            at.kind,
+                            at.index,
+                            attempt_id,
+                            FailureKind::Io,
+                            error,
+                            &[],
+                        )?;
                     }
                 }
-                Err(error) => {
-                    self.fail_attempt(job, &at, attempt_id, FailureKind::Io, error, &[], wall)
-                }
-            },
+            }
             TaskResult::Failed {
                 kind,
                 error,
                 bad_map_tasks,
-            } => self.fail_attempt(job, &at, attempt_id, kind, error, &bad_map_tasks, wall),
+            } => self.fail(
+                &job_id,
+                at.kind,
+                at.index,
+                attempt_id,
+                kind,
+                error,
+                &bad_map_tasks,
+            )?,
         }
-        (true, Some(job_id))
+        Ok(true)
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn fail_attempt(
-        &self,
-        job: &mut Job,
-        at: &AttemptRef,
+    fn fail(
+        &mut self,
+        job_id: &str,
+        task_kind: TaskKind,
+        index: u32,
         attempt_id: AttemptId,
         kind: FailureKind,
         error: String,
         bad_map_tasks: &[u32],
-        wall: SystemTime,
-    ) {
-        let max_failures = self.config.max_task_failures;
-        let app = job.spec.app.name.clone();
-        let task = &mut job.tasks_mut(at.kind)[at.index as usize];
-        if let Some(attempt) = task.attempt_mut(attempt_id) {
-            attempt.outcome = if kind == FailureKind::Abandoned {
-                AttemptOutcome::Abandoned
-            } else {
-                AttemptOutcome::Failed
-            };
-            attempt.error = error.clone();
-            attempt.finished_at = Some(wall);
-        }
-        if task.running().next().is_none() {
-            task.state = TaskState::Idle;
-        }
-        if kind.counts_against_task() {
-            task.failures += 1;
-        }
-        tracing::warn!(kind = ?kind, failures = task.failures, error = %error, "task attempt failed");
-        if task.failures >= max_failures {
+    ) -> Result<(), JournalError> {
+        tracing::warn!(kind = ?kind, error = %error, "task attempt failed");
+        let ending = if kind == FailureKind::Abandoned {
+            StoredEnding::Abandoned
+        } else {
+            StoredEnding::Failed
+        };
+        self.record(Record::AttemptEnded {
+            job_id: job_id.to_string(),
+            kind: task_kind.into(),
+            index,
+            attempt_id,
+            ending,
+            error: error.clone(),
+            counts: kind.counts_against_task(),
+            at_ms: millis(self.wall),
+        })?;
+        self.work_ready = true;
+        let Some(job) = self.inner.state.job_mut(job_id) else {
+            return Ok(());
+        };
+        let task = &job.tasks(task_kind)[index as usize];
+        if task.failures >= self.config.max_task_failures {
             let input = task
                 .split
                 .as_ref()
                 .map(|s| format!(" on input {s}"))
                 .unwrap_or_default();
             let message = format!(
-                "{} of app '{}'{} failed {} times; last error: {}",
+                "{} of app '{}'{input} failed {} times; last error: {error}",
                 task.label(),
-                app,
-                input,
+                job.spec.app.name,
                 task.failures,
-                error
             );
-            tracing::error!(job_id = %job.id, error = %message, "job failed");
-            job.finish(JobState::Failed, message, wall);
-            return;
+            tracing::error!(error = %message, "job failed");
+            return self.end_job(job_id, StoredJobEnd::Failed, message);
         }
-        for &map in bad_map_tasks {
-            if let Some(task) = job.maps.get_mut(map as usize) {
-                if task.state == TaskState::Completed {
-                    tracing::warn!(bad = %task.label(), "intermediate missing or corrupt; map task will run again");
-                    task.state = TaskState::Idle;
-                }
-            }
+        let lost: Vec<u32> = bad_map_tasks
+            .iter()
+            .copied()
+            .filter(|&m| {
+                job.maps
+                    .get(m as usize)
+                    .is_some_and(|t| t.state == TaskState::Completed)
+            })
+            .collect();
+        if !lost.is_empty() {
+            tracing::warn!(maps = ?lost, "intermediates missing or corrupt; their map tasks run again");
+            self.record(Record::TasksReset {
+                job_id: job_id.to_string(),
+                kind: TaskKind::Map.into(),
+                indices: lost,
+            })?;
         }
-        self.work_ready.notify_waiters();
+        Ok(())
     }
 
     /// Renames the attempt's files into place. Under the lock, so that accepting an attempt
     /// and making its files visible are one step.
-    fn commit(
+    fn commit_files(
         &self,
-        job: &Job,
+        job_id: &str,
         kind: TaskKind,
         index: u32,
         attempt_id: AttemptId,
     ) -> Result<(), String> {
+        let n_reduce = self
+            .inner
+            .state
+            .by_id
+            .get(job_id)
+            .map(|&i| self.inner.state.jobs[i].spec.n_reduce)
+            .unwrap_or(0);
         let names: Vec<String> = match kind {
-            TaskKind::Map => (0..job.spec.n_reduce)
-                .map(|y| intermediate_name(index, y))
-                .collect(),
+            TaskKind::Map => (0..n_reduce).map(|y| intermediate_name(index, y)).collect(),
             TaskKind::Reduce => vec![output_name(index)],
         };
-        let dir = self.data.job_dir(&job.id);
+        let dir = self.data.job_dir(job_id);
         for name in names {
             let final_path = dir.join(&name);
             let tmp = DataDir::attempt_tmp(&final_path, attempt_id);
@@ -688,124 +740,113 @@ impl Scheduler {
     }
 
     /// Times out every attempt past its deadline; its task goes back to Idle.
-    fn expire(&self, state: &mut State, now: Instant, wall: SystemTime) -> Option<JobId> {
-        let mut touched = None;
-        for job in state.jobs.iter_mut().filter(|j| !j.state.is_terminal()) {
-            for task in job.maps.iter_mut().chain(job.reduces.iter_mut()) {
-                let mut expired = false;
-                let label = task.label();
-                for attempt in task
-                    .attempts
-                    .iter_mut()
-                    .filter(|a| a.outcome == AttemptOutcome::Running && a.deadline <= now)
-                {
-                    attempt.outcome = AttemptOutcome::TimedOut;
-                    attempt.finished_at = Some(wall);
-                    attempt.error = format!(
-                        "no report or heartbeat from worker {} within {:?}",
-                        attempt.worker, self.config.task_timeout
-                    );
-                    tracing::warn!(
-                        job_id = %job.id, task = %label, attempt = attempt.id,
-                        worker = %attempt.worker, "attempt timed out; task will be reassigned"
-                    );
-                    expired = true;
-                }
-                if expired && task.running().next().is_none() {
-                    task.state = TaskState::Idle;
-                    touched = Some(job.id.clone());
-                }
-            }
-        }
-        if touched.is_some() {
-            self.work_ready.notify_waiters();
-        }
-        touched
-    }
-
-    /// The earliest deadline of any running attempt.
-    pub fn next_deadline(&self) -> Option<Instant> {
-        let state = self.lock();
-        state
+    fn expire_attempts(&mut self) -> Result<(), JournalError> {
+        let now = self.now;
+        let expired: Vec<(JobId, TaskKind, u32, AttemptId, String)> = self
+            .inner
+            .state
             .jobs
             .iter()
             .filter(|j| !j.state.is_terminal())
-            .flat_map(|j| j.maps.iter().chain(j.reduces.iter()))
-            .flat_map(|t| t.running())
-            .map(|a| a.deadline)
-            .min()
-    }
-
-    /// A copy of one job.
-    pub fn job(&self, job_id: &str) -> Option<Job> {
-        let state = self.lock();
-        state.by_id.get(job_id).map(|&i| state.jobs[i].clone())
-    }
-
-    /// Copies of every job, newest first, without task records.
-    pub fn jobs(&self) -> Vec<Job> {
-        let state = self.lock();
-        state.jobs.iter().rev().map(Job::clone).collect()
-    }
-
-    /// A receiver that changes whenever the job does.
-    pub fn watch(&self, job_id: &str) -> Option<watch::Receiver<u64>> {
-        self.lock().watchers.get(job_id).map(|tx| tx.subscribe())
-    }
-
-    pub fn contains(&self, job_id: &str) -> bool {
-        self.lock().by_id.contains_key(job_id)
-    }
-}
-
-impl State {
-    fn attempt_mut(&mut self, id: AttemptId) -> Option<&mut Attempt> {
-        let at = self.attempts.get(&id)?.clone();
-        let job = &mut self.jobs[at.job];
-        if job.state.is_terminal() {
-            return None;
-        }
-        job.tasks_mut(at.kind)[at.index as usize]
-            .attempt_mut(id)
-            .filter(|a| a.outcome == AttemptOutcome::Running)
-    }
-}
-
-/// The job's next task to hand out: an idle map, or once every map is done, an idle reduce.
-fn next_idle(job: &Job) -> Option<(TaskKind, usize)> {
-    let idle = |tasks: &[Task]| tasks.iter().position(|t| t.state == TaskState::Idle);
-    if job.maps_done() {
-        idle(&job.reduces).map(|i| (TaskKind::Reduce, i))
-    } else {
-        idle(&job.maps).map(|i| (TaskKind::Map, i))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn files_are_cut_into_splits_covering_every_byte() {
-        let files = vec![
-            ("a".to_string(), 10),
-            ("b".to_string(), 0),
-            ("c".to_string(), 4),
-        ];
-        let got = splits(&files, 4);
-        let ranges: Vec<_> = got
-            .iter()
-            .map(|s| (s.path.as_str(), s.offset, s.length))
+            .flat_map(|j| j.all_tasks().map(move |t| (j, t)))
+            .flat_map(|(j, t)| {
+                t.running()
+                    .filter(move |a| a.deadline <= now)
+                    .map(move |a| (j.id.clone(), t.kind, t.index, a.id, a.worker.clone()))
+            })
             .collect();
-        assert_eq!(
-            ranges,
-            [
-                ("a", 0, 4),
-                ("a", 4, 4),
-                ("a", 8, 2),
-                ("b", 0, 0),
-                ("c", 0, 4)
-            ]
-        );
+        for (job_id, kind, index, attempt_id, worker) in expired {
+            tracing::warn!(
+                job_id = %job_id, task = %task_label(kind, index), attempt = attempt_id,
+                worker = %worker, "attempt timed out; task will be reassigned"
+            );
+            self.record(Record::AttemptEnded {
+                job_id,
+                kind: kind.into(),
+                index,
+                attempt_id,
+                ending: StoredEnding::TimedOut,
+                error: format!(
+                    "no report or heartbeat from worker {worker} within {:?}",
+                    self.config.task_timeout
+                ),
+                counts: false,
+                at_ms: millis(self.wall),
+            })?;
+            self.work_ready = true;
+        }
+        Ok(())
+    }
+
+    /// Says so on every running job when no worker has called in for the grace period, and
+    /// fails them after `fail_without_workers_after` if that is set.
+    fn watch_for_workers(&mut self) -> Result<(), JournalError> {
+        let silent = self
+            .now
+            .saturating_duration_since(self.inner.last_worker_seen);
+        if silent < self.config.no_worker_grace {
+            return Ok(());
+        }
+        let mut to_fail = Vec::new();
+        for job in self
+            .inner
+            .state
+            .jobs
+            .iter_mut()
+            .filter(|j| !j.state.is_terminal())
+        {
+            let waited = silent.min(
+                self.wall
+                    .duration_since(job.submitted_at)
+                    .unwrap_or_default(),
+            );
+            if waited < self.config.no_worker_grace {
+                continue;
+            }
+            if job.warning.is_empty() {
+                job.warning = format!(
+                    "no worker has called in for {}s: the job waits for workers",
+                    waited.as_secs()
+                );
+                tracing::warn!(job_id = %job.id, warning = %job.warning, "job is stuck");
+                self.touched.push(job.id.clone());
+            }
+            if let Some(limit) = self.config.fail_without_workers_after
+                && waited >= limit
+            {
+                to_fail.push((job.id.clone(), limit));
+            }
+        }
+        for (job_id, limit) in to_fail {
+            let message = format!("no worker called in for {limit:?}; giving up");
+            tracing::error!(job_id = %job_id, error = %message, "job failed");
+            self.end_job(&job_id, StoredJobEnd::Failed, message)?;
+        }
+        Ok(())
+    }
+}
+
+/// Removes what an ended job no longer needs: intermediates and temp files, and for a job
+/// that did not succeed, its partial outputs too. Also run at start-up, where it sweeps up
+/// after attempts that crashed.
+pub fn clean_job_dir(data: &DataDir, cleanup: &Cleanup) {
+    let dir = data.job_dir(&cleanup.job_id);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let keep = cleanup.keep_outputs && name.starts_with("mr-out-");
+        if !keep && std::fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    if !cleanup.keep_outputs {
+        let _ = std::fs::remove_dir(&dir);
+    }
+    if removed > 0 {
+        tracing::info!(job_id = %cleanup.job_id, removed, "job folder cleaned");
     }
 }

@@ -2,18 +2,20 @@
 //! and turned into scheduler [`Event`]s here; scheduler types are turned into protobuf here.
 
 use crate::apps::AppStore;
-use crate::config::MAX_N_REDUCE;
+use crate::config::{CoordinatorConfig, MAX_N_REDUCE};
 use crate::error::CoordinatorError;
 use crate::scheduler::{
     self, Assignment, AttemptOutcome, CancelOutcome, Event, FailureKind, Job, JobSpec, JobState,
     Reply, Scheduler, Task, TaskKind, TaskResult, TaskState,
 };
+use crate::state::millis;
+use mr_common::DataDir;
 use mr_proto::v1 as pb;
 use mr_proto::v1::coordinator_server::Coordinator;
 use mr_proto::v1::job_service_server::JobService;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -42,49 +44,6 @@ impl Services {
         }
     }
 
-    fn validate(&self, req: pb::SubmitJobRequest) -> Result<JobSpec, CoordinatorError> {
-        let app = self.apps.load(&req.app)?;
-        if req.inputs.is_empty() {
-            return Err(CoordinatorError::InvalidArgument {
-                field: "inputs",
-                message: "at least one input path or glob is required".into(),
-            });
-        }
-        if req.n_reduce == 0 || req.n_reduce > MAX_N_REDUCE {
-            return Err(CoordinatorError::InvalidArgument {
-                field: "n_reduce",
-                message: format!("must be between 1 and {MAX_N_REDUCE}, got {}", req.n_reduce),
-            });
-        }
-        let input_files = self.scheduler.data().expand_inputs(&req.inputs)?;
-        let split_bytes = match req.split_bytes {
-            0 => self.scheduler.config().default_split_bytes,
-            n => n,
-        };
-        let n_maps: u64 = input_files
-            .iter()
-            .map(|f| f.size.div_ceil(split_bytes).max(1))
-            .sum();
-        if n_maps > MAX_MAP_TASKS as u64 {
-            return Err(CoordinatorError::InvalidArgument {
-                field: "split_bytes",
-                message: format!(
-                    "{split_bytes} bytes per split cuts the inputs into {n_maps} map tasks, more than {MAX_MAP_TASKS}"
-                ),
-            });
-        }
-        Ok(JobSpec {
-            app,
-            inputs: req.inputs,
-            input_files: input_files
-                .into_iter()
-                .map(|f| (f.relative, f.size))
-                .collect(),
-            n_reduce: req.n_reduce,
-            split_bytes,
-        })
-    }
-
     fn new_job_id(&self) -> String {
         use rand::Rng;
         const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyz23456789";
@@ -108,13 +67,69 @@ impl Services {
     }
 }
 
+/// Checks a submission and resolves its app and inputs. Pure apart from reading the apps
+/// folder and the inputs' metadata, so it is also a fuzz target.
+pub fn validate_submission(
+    req: pb::SubmitJobRequest,
+    apps: &AppStore,
+    data: &DataDir,
+    config: &CoordinatorConfig,
+) -> Result<JobSpec, CoordinatorError> {
+    let app = apps.load(&req.app)?;
+    if req.inputs.is_empty() {
+        return Err(CoordinatorError::InvalidArgument {
+            field: "inputs",
+            message: "at least one input path or glob is required".into(),
+        });
+    }
+    if req.n_reduce == 0 || req.n_reduce > MAX_N_REDUCE {
+        return Err(CoordinatorError::InvalidArgument {
+            field: "n_reduce",
+            message: format!("must be between 1 and {MAX_N_REDUCE}, got {}", req.n_reduce),
+        });
+    }
+    let input_files = data.expand_inputs(&req.inputs)?;
+    let split_bytes = match req.split_bytes {
+        0 => config.default_split_bytes,
+        n => n,
+    };
+    let n_maps: u64 = input_files
+        .iter()
+        .map(|f| f.size.div_ceil(split_bytes).max(1))
+        .sum();
+    if n_maps > MAX_MAP_TASKS as u64 {
+        return Err(CoordinatorError::InvalidArgument {
+            field: "split_bytes",
+            message: format!(
+                "{split_bytes} bytes per split cuts the inputs into {n_maps} map tasks, more than {MAX_MAP_TASKS}"
+            ),
+        });
+    }
+    Ok(JobSpec {
+        app,
+        inputs: req.inputs,
+        input_files: input_files
+            .into_iter()
+            .map(|f| (f.relative, f.size))
+            .collect(),
+        n_reduce: req.n_reduce,
+        split_bytes,
+    })
+}
+
 #[tonic::async_trait]
 impl JobService for Services {
     async fn submit_job(
         &self,
         request: Request<pb::SubmitJobRequest>,
     ) -> Result<Response<pb::SubmitJobResponse>, Status> {
-        let spec = self.validate(request.into_inner()).inspect_err(|e| {
+        let spec = validate_submission(
+            request.into_inner(),
+            &self.apps,
+            self.scheduler.data(),
+            self.scheduler.config(),
+        )
+        .inspect_err(|e| {
             tracing::info!(error = %e, "job refused");
         })?;
         let job_id = self.new_job_id();
@@ -123,11 +138,12 @@ impl JobService for Services {
             what: format!("creating {}", dir.display()),
             source,
         })?;
-        self.scheduler.handle(Event::Submit {
-            job_id: job_id.clone(),
-            spec,
-        });
-        self.scheduler.work_ready().notify_waiters();
+        self.scheduler
+            .handle(Event::Submit {
+                job_id: job_id.clone(),
+                spec,
+            })
+            .map_err(CoordinatorError::from)?;
         Ok(Response::new(pb::SubmitJobResponse { job_id }))
     }
 
@@ -157,9 +173,12 @@ impl JobService for Services {
         request: Request<pb::CancelJobRequest>,
     ) -> Result<Response<pb::Job>, Status> {
         let job_id = request.into_inner().job_id;
-        let reply = self.scheduler.handle(Event::Cancel {
-            job_id: job_id.clone(),
-        });
+        let reply = self
+            .scheduler
+            .handle(Event::Cancel {
+                job_id: job_id.clone(),
+            })
+            .map_err(CoordinatorError::from)?;
         match reply {
             Reply::Cancel(CancelOutcome::Cancelled)
             | Reply::Cancel(CancelOutcome::AlreadyEnded(JobState::Cancelled)) => {}
@@ -234,9 +253,12 @@ impl Coordinator for Services {
             let ready = self.scheduler.work_ready().notified();
             tokio::pin!(ready);
             ready.as_mut().enable();
-            let reply = self.scheduler.handle(Event::Request {
-                worker: req.worker.clone(),
-            });
+            let reply = self
+                .scheduler
+                .handle(Event::Request {
+                    worker: req.worker.clone(),
+                })
+                .map_err(CoordinatorError::from)?;
             if let Reply::Task(Some(assignment)) = reply {
                 let task = Some(assignment_to_proto(&assignment, &self.scheduler));
                 return Ok(Response::new(pb::RequestTaskResponse { task }));
@@ -270,11 +292,14 @@ impl Coordinator for Services {
                 .into());
             }
         };
-        let reply = self.scheduler.handle(Event::Report {
-            worker: req.worker,
-            attempt_id: req.attempt_id,
-            result,
-        });
+        let reply = self
+            .scheduler
+            .handle(Event::Report {
+                worker: req.worker,
+                attempt_id: req.attempt_id,
+                result,
+            })
+            .map_err(CoordinatorError::from)?;
         let accepted = matches!(reply, Reply::Report { accepted: true });
         Ok(Response::new(pb::ReportTaskResponse { accepted }))
     }
@@ -284,9 +309,12 @@ impl Coordinator for Services {
         request: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
         let req = request.into_inner();
-        let reply = self.scheduler.handle(Event::Heartbeat {
-            attempt_id: req.attempt_id,
-        });
+        let reply = self
+            .scheduler
+            .handle(Event::Heartbeat {
+                attempt_id: req.attempt_id,
+            })
+            .map_err(CoordinatorError::from)?;
         let keep_going = matches!(reply, Reply::Heartbeat { keep_going: true });
         Ok(Response::new(pb::HeartbeatResponse { keep_going }))
     }
@@ -337,12 +365,6 @@ fn assignment_to_proto(a: &Assignment, scheduler: &Scheduler) -> pb::Assignment 
         memory_limit_bytes: config.task_memory_limit,
         task: Some(task),
     }
-}
-
-fn millis(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 fn progress(tasks: &[Task]) -> pb::PhaseProgress {

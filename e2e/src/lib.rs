@@ -200,10 +200,10 @@ impl Cluster {
             // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
             unsafe { libc::kill(pid, signal) };
         }
-        if signal == libc::SIGKILL {
-            if let Some(mut child) = self.workers[index].take() {
-                let _ = child.wait();
-            }
+        if signal == libc::SIGKILL
+            && let Some(mut child) = self.workers[index].take()
+        {
+            let _ = child.wait();
         }
     }
 
@@ -348,27 +348,7 @@ impl Cluster {
 
     /// The reference output: the app run by `mr-worker sequential` over whole files.
     pub fn reference(&self, app: &str, inputs: &[String]) -> Vec<String> {
-        let output = Command::new(bin("mr-worker"))
-            .arg("--data-dir")
-            .arg(&self.data)
-            .arg("sequential")
-            .arg("--app")
-            .arg(apps_dir().join(format!("{app}.wasm")))
-            .args(inputs)
-            .env("RUST_LOG", "warn")
-            .output()
-            .expect("run mr-worker sequential");
-        assert!(
-            output.status.success(),
-            "sequential run failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let mut lines: Vec<String> = String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .map(str::to_string)
-            .collect();
-        lines.sort();
-        lines
+        reference_in(&self.data, app, inputs)
     }
 }
 
@@ -420,4 +400,43 @@ pub fn log_events(log: &str, message: &str) -> Vec<serde_json::Value> {
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|v| v["fields"]["message"] == message)
         .collect()
+}
+
+/// The reference output for inputs in any data folder (e.g. one shared with containers):
+/// the app run by `mr-worker sequential` over whole files, sorted lines.
+pub fn reference_in(data: &Path, app: &str, inputs: &[String]) -> Vec<String> {
+    let output = Command::new(bin("mr-worker"))
+        .arg("--data-dir")
+        .arg(data)
+        .arg("sequential")
+        .arg("--app")
+        .arg(apps_dir().join(format!("{app}.wasm")))
+        .args(inputs)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run mr-worker sequential");
+    assert!(
+        output.status.success(),
+        "sequential run failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut lines: Vec<String> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// Every line of the given output files (relative to `data`), sorted, as `sort mr-out*`.
+pub fn read_output_lines(data: &Path, outputs: &[String]) -> Vec<String> {
+    let mut lines = Vec::new();
+    for output in outputs {
+        let path = data.join(output);
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("read output {}: {e}", path.display()));
+        lines.extend(text.lines().map(str::to_string));
+    }
+    lines.sort();
+    lines
 }

@@ -316,6 +316,7 @@ impl Worker {
                 Ok(reply) => {
                     if !reply.into_inner().accepted {
                         tracing::info!("report not accepted: the attempt was superseded");
+                        remove_attempt_files(&self.data, task);
                     }
                     return;
                 }
@@ -328,6 +329,20 @@ impl Worker {
                 }
             }
         }
+    }
+}
+
+/// Removes the temp files of an attempt the coordinator did not accept: nobody else will.
+fn remove_attempt_files(data: &DataDir, task: &pb::Assignment) {
+    let finals: Vec<PathBuf> = match &task.task {
+        Some(pb::assignment::Task::Map(m)) => (0..task.n_reduce)
+            .map(|y| data.intermediate(&task.job_id, m.index, y))
+            .collect(),
+        Some(pb::assignment::Task::Reduce(r)) => vec![data.output(&task.job_id, r.partition)],
+        None => Vec::new(),
+    };
+    for path in finals {
+        let _ = std::fs::remove_file(DataDir::attempt_tmp(&path, task.attempt_id));
     }
 }
 
