@@ -27,7 +27,8 @@ apps: setup ## Build the Wasm apps into target/apps
 images: build ## Build the container image mr:latest (FROM scratch, both binaries, the apps)
 	@deploy/build-images.sh
 
-test: build images ## Run every test (unit, end-to-end with real processes and containers)
+test: build ## Run every test (unit, end-to-end with real processes and containers)
+	@deploy/build-images.sh --if-engine
 	cargo test --release --locked --workspace --no-fail-fast
 	cargo test --release --manifest-path apps-wasm/Cargo.toml --target x86_64-unknown-linux-gnu -p mr-app-sdk
 	scripts/fuzz.sh 20

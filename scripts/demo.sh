@@ -13,6 +13,8 @@ compose=scripts/compose.sh
 workers=${MR_WORKERS:-4}
 
 command -v grpcurl >/dev/null || { echo "demo: grpcurl is missing: run make setup" >&2; exit 1; }
+# With MR_AUTH_TOKEN set, the cluster requires it on every call, and so grpcurl sends it.
+grpcurl() { command grpcurl ${MR_AUTH_TOKEN:+-H "authorization: Bearer $MR_AUTH_TOKEN"} "$@"; }
 ls "$data"/input/pg-*.txt >/dev/null 2>&1 || { echo "demo: no $data/input/pg-*.txt" >&2; exit 1; }
 
 echo "== docker compose up -d --scale worker=$workers  (data: $data, port: $MR_PORT)"

@@ -27,6 +27,10 @@ fi
 
 # Optimized, with debug assertions and overflow checks, and AddressSanitizer (the default).
 build_flags=(--release --debug-assertions)
+# A corrupt length may make the reader grow its buffer to 256 MiB (2 x 64 MiB, rounded up
+# to a power of two) before it finds the input truncated. ASan keeps freed memory in
+# quarantine (256 MiB by default), which would count against -rss_limit_mb: keep it small.
+export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}quarantine_size_mb=16"
 targets=$(cargo +nightly fuzz list)
 cargo +nightly fuzz build "${build_flags[@]}"
 

@@ -1,6 +1,9 @@
 //! `mr-coordinator health`: asks a running coordinator's gRPC health service whether it
-//! serves, so a container without a shell can have a healthcheck.
+//! serves, so a container without a shell can have a healthcheck. The health service needs
+//! no token (see [`crate::auth`]), so the check takes none; it speaks TLS to an `https://`
+//! address, trusting the given CA.
 
+use mr_common::security::{ClientTls, ClientTlsError};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -11,6 +14,9 @@ pub enum HealthError {
     /// The address is not a valid endpoint URI.
     #[error("bad address '{addr}': {message}")]
     BadAddress { addr: String, message: String },
+    /// The TLS options do not fit the address, or the CA file is unusable.
+    #[error(transparent)]
+    Tls(#[from] ClientTlsError),
     /// No connection could be made.
     #[error("cannot reach {addr}: {source}")]
     Unreachable {
@@ -26,8 +32,9 @@ pub enum HealthError {
     NotServing { addr: String, status: ServingStatus },
 }
 
-/// Checks the overall health of the coordinator at `addr` (e.g. `http://127.0.0.1:50051`).
-pub async fn check(addr: &str) -> Result<(), HealthError> {
+/// Checks the overall health of the coordinator at `addr` (e.g. `http://127.0.0.1:50051`, or
+/// `https://coordinator:50051` with `tls.ca` set).
+pub async fn check(addr: &str, tls: &ClientTls) -> Result<(), HealthError> {
     let endpoint = tonic::transport::Endpoint::from_shared(addr.to_string())
         .map_err(|e| HealthError::BadAddress {
             addr: addr.to_string(),
@@ -35,6 +42,7 @@ pub async fn check(addr: &str) -> Result<(), HealthError> {
         })?
         .connect_timeout(std::time::Duration::from_secs(3))
         .timeout(std::time::Duration::from_secs(3));
+    let endpoint = tls.apply(addr, endpoint)?;
     let channel = endpoint
         .connect()
         .await

@@ -56,7 +56,7 @@ pub async fn run(
     config: CoordinatorConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
-    let (server, auth) = auth::server(&config)?;
+    let (mut server, auth) = auth::server(&config)?;
     let data = DataDir::open(&config.data_dir)?;
     let apps = Arc::new(AppStore::new(
         config.apps_dir.clone(),

@@ -55,6 +55,16 @@ struct Cli {
     /// Fail running jobs after this long without any worker (default: wait forever).
     #[arg(long, env = "MR_FAIL_WITHOUT_WORKERS_AFTER", value_parser = humantime::parse_duration)]
     fail_without_workers_after: Option<Duration>,
+    /// Require `authorization: Bearer <TOKEN>` on every job and worker API call (health and
+    /// reflection stay open).
+    #[arg(long, env = "MR_AUTH_TOKEN", hide_env_values = true)]
+    auth_token: Option<String>,
+    /// PEM certificate chain to serve TLS with (TLS only; needs --tls-key).
+    #[arg(long, env = "MR_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "MR_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Log line format.
     #[arg(long, env = "MR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -66,14 +76,29 @@ enum Command {
     Health {
         #[arg(long, env = "MR_HEALTH_ADDR", default_value = "http://127.0.0.1:50051")]
         addr: String,
+        /// PEM CA to trust when ADDR is https:// (no token is needed).
+        #[arg(long, env = "MR_TLS_CA")]
+        tls_ca: Option<PathBuf>,
+        /// Name to verify the certificate against instead of ADDR's host.
+        #[arg(long, env = "MR_TLS_DOMAIN")]
+        tls_domain: Option<String>,
     },
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if let Some(Command::Health { addr }) = &cli.command {
-        mr_coordinator::health::check(addr).await?;
+    if let Some(Command::Health {
+        addr,
+        tls_ca,
+        tls_domain,
+    }) = &cli.command
+    {
+        let tls = mr_common::security::ClientTls {
+            ca: tls_ca.clone(),
+            domain: tls_domain.clone(),
+        };
+        mr_coordinator::health::check(addr, &tls).await?;
         println!("SERVING");
         return Ok(());
     }
@@ -91,6 +116,9 @@ async fn main() -> anyhow::Result<()> {
         intermediate_retention: cli.intermediate_retention,
         no_worker_grace: cli.no_worker_grace,
         fail_without_workers_after: cli.fail_without_workers_after,
+        auth_token: cli.auth_token,
+        tls_cert: cli.tls_cert,
+        tls_key: cli.tls_key,
         ..CoordinatorConfig::default()
     };
     let listener = tokio::net::TcpListener::bind(config.listen)

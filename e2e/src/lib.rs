@@ -12,7 +12,10 @@ use mr_proto::v1::job_service_client::JobServiceClient;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-use tonic::transport::Channel;
+use tonic::metadata::AsciiMetadataValue;
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
 pub use mr_proto::v1;
 
@@ -83,6 +86,27 @@ pub struct ClusterOptions {
     pub coordinator_args: Vec<String>,
     /// Extra environment for every process.
     pub env: Vec<(String, String)>,
+    /// RLIMIT_FSIZE for workers: writes past it fail (EFBIG), like a full disk.
+    pub worker_file_size_limit: Option<u64>,
+    /// More worker flags.
+    pub worker_args: Vec<String>,
+    /// Token the coordinator requires (`--auth-token`) and the workers (env `MR_AUTH_TOKEN`)
+    /// and the harness's clients send.
+    pub auth_token: Option<String>,
+    /// Serve TLS: the coordinator gets the certificate and key, the address becomes
+    /// `https://localhost:PORT`, and the workers and the harness's clients trust the CA.
+    pub tls: Option<TlsFiles>,
+}
+
+/// PEM files of a TLS setup.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    /// The CA that signed `cert`.
+    pub ca: PathBuf,
+    /// The coordinator's certificate (for `localhost` and 127.0.0.1).
+    pub cert: PathBuf,
+    /// The coordinator's private key.
+    pub key: PathBuf,
 }
 
 impl Default for ClusterOptions {
@@ -92,6 +116,10 @@ impl Default for ClusterOptions {
             task_timeout: "10s".into(),
             coordinator_args: Vec::new(),
             env: Vec::new(),
+            worker_file_size_limit: None,
+            worker_args: Vec::new(),
+            auth_token: None,
+            tls: None,
         }
     }
 }
@@ -118,8 +146,13 @@ impl Cluster {
                 .expect("copy input");
         }
         let port = free_port();
+        let addr = match options.tls {
+            // The name the test certificate is for.
+            Some(_) => format!("https://localhost:{port}"),
+            None => format!("http://127.0.0.1:{port}"),
+        };
         let mut cluster = Cluster {
-            addr: format!("http://127.0.0.1:{port}"),
+            addr,
             data,
             dir,
             options,
@@ -166,6 +199,15 @@ impl Cluster {
             .arg("--task-timeout")
             .arg(&self.options.task_timeout)
             .args(&self.options.coordinator_args);
+        if let Some(token) = &self.options.auth_token {
+            cmd.arg("--auth-token").arg(token);
+        }
+        if let Some(tls) = &self.options.tls {
+            cmd.arg("--tls-cert")
+                .arg(&tls.cert)
+                .arg("--tls-key")
+                .arg(&tls.key);
+        }
         self.coordinator = Some(cmd.spawn().expect("spawn coordinator"));
         for _ in 0..200 {
             if self.channel().await.is_ok() {
@@ -185,9 +227,42 @@ impl Cluster {
             .arg("--data-dir")
             .arg(&self.data)
             .arg("--worker-id")
-            .arg(format!("worker-{index}"));
+            .arg(format!("worker-{index}"))
+            .args(&self.options.worker_args);
+        if let Some(token) = &self.options.auth_token {
+            cmd.env("MR_AUTH_TOKEN", token);
+        }
+        if let Some(tls) = &self.options.tls {
+            cmd.arg("--tls-ca").arg(&tls.ca);
+        }
+        if let Some(limit) = self.options.worker_file_size_limit {
+            use std::os::unix::process::CommandExt;
+            let rlimit = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            // SAFETY: setrlimit is async-signal-safe and touches only the child being spawned.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_FSIZE, &rlimit) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
         self.workers.push(Some(cmd.spawn().expect("spawn worker")));
         index
+    }
+
+    /// The coordinator's port, to restart it on the same address.
+    pub fn port(&self) -> u16 {
+        self.addr
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("address has a port")
     }
 
     pub fn worker_pid(&self, index: usize) -> Option<i32> {
@@ -235,16 +310,24 @@ impl Cluster {
         }
     }
 
+    /// A connection to the coordinator (TLS, trusting the cluster's CA, when it serves TLS).
+    /// It carries no token: see [`Cluster::bearer`].
     pub async fn channel(&self) -> Result<Channel, tonic::transport::Error> {
-        Channel::from_shared(self.addr.clone())
-            .expect("valid address")
-            .connect_timeout(Duration::from_secs(2))
-            .connect()
-            .await
+        let ca = self.options.tls.as_ref().map(|tls| tls.ca.as_path());
+        connect(&self.addr, ca).await
     }
 
-    pub async fn jobs(&self) -> JobServiceClient<Channel> {
-        JobServiceClient::new(self.channel().await.expect("connect to coordinator"))
+    /// The interceptor that sends the cluster's token (none when it has none).
+    pub fn bearer(&self) -> Bearer {
+        Bearer::new(self.options.auth_token.as_deref())
+    }
+
+    /// A job API client that sends the cluster's token.
+    pub async fn jobs(&self) -> JobServiceClient<InterceptedService<Channel, Bearer>> {
+        JobServiceClient::with_interceptor(
+            self.channel().await.expect("connect to coordinator"),
+            self.bearer(),
+        )
     }
 
     /// Submits a job and returns its id; panics with the status if refused.
@@ -300,7 +383,7 @@ impl Cluster {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             if let Ok(channel) = self.channel().await {
-                let reply = JobServiceClient::new(channel)
+                let reply = JobServiceClient::with_interceptor(channel, self.bearer())
                     .get_job(pb::GetJobRequest {
                         job_id: job_id.into(),
                     })
@@ -359,6 +442,43 @@ impl Drop for Cluster {
             let _ = child.wait();
         }
         self.kill_coordinator();
+    }
+}
+
+/// Connects to `addr`; over TLS trusting `ca` when given (the address must be `https://`).
+pub async fn connect(addr: &str, ca: Option<&Path>) -> Result<Channel, tonic::transport::Error> {
+    let mut endpoint = Channel::from_shared(addr.to_string())
+        .expect("valid address")
+        .connect_timeout(Duration::from_secs(2));
+    if let Some(ca) = ca {
+        let pem = std::fs::read(ca).expect("read the CA");
+        endpoint = endpoint
+            .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)))?;
+    }
+    endpoint.connect().await
+}
+
+/// A client interceptor that sends `authorization: Bearer <token>`, when it has a token.
+#[derive(Clone, Debug, Default)]
+pub struct Bearer(Option<AsciiMetadataValue>);
+
+impl Bearer {
+    pub fn new(token: Option<&str>) -> Self {
+        Self(token.map(|t| format!("Bearer {t}").parse().expect("an ASCII token")))
+    }
+}
+
+impl Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
     }
 }
 
@@ -439,4 +559,52 @@ pub fn read_output_lines(data: &Path, outputs: &[String]) -> Vec<String> {
     }
     lines.sort();
     lines
+}
+
+/// A name made of letters only (words are runs of letters), distinct for each `n`.
+fn letter_tag(mut n: usize) -> String {
+    let mut s = Vec::new();
+    loop {
+        s.push(b'a' + (n % 26) as u8);
+        n /= 26;
+        if n == 0 {
+            break;
+        }
+    }
+    s.reverse();
+    String::from_utf8(s).expect("ascii")
+}
+
+/// Tens of MiB in `input/big/` of `data`: the lab texts again and again, each line varied by
+/// its repetition (an extra word, some lines upper-cased or reversed). Returns the names.
+pub fn write_big_inputs(data: &Path, files: usize, reps_per_file: usize) -> Vec<String> {
+    let mut lab = String::new();
+    for name in lab_inputs() {
+        let path = repo_root().join("data").join(&name);
+        lab.push_str(&String::from_utf8_lossy(
+            &std::fs::read(path).expect("read a lab text"),
+        ));
+    }
+    std::fs::create_dir_all(data.join("input/big")).expect("mkdir input/big");
+    let mut names = Vec::new();
+    for f in 0..files {
+        let mut out = String::with_capacity(lab.len() * reps_per_file * 11 / 10);
+        for r in 0..reps_per_file {
+            let rep = f * reps_per_file + r;
+            for (i, line) in lab.lines().enumerate() {
+                match (i + rep) % 7 {
+                    0 => out.push_str(&line.to_uppercase()),
+                    1 => out.push_str(&line.split(' ').rev().collect::<Vec<_>>().join(" ")),
+                    _ => out.push_str(line),
+                }
+                out.push(' ');
+                out.push_str(&letter_tag(rep * 13 + i % 11));
+                out.push('\n');
+            }
+        }
+        let name = format!("input/big/part-{f:02}.txt");
+        std::fs::write(data.join(&name), out).expect("write a big input");
+        names.push(name);
+    }
+    names
 }

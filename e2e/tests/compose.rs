@@ -92,6 +92,8 @@ struct Project {
     port: u16,
     data: PathBuf,
     compose: Vec<String>,
+    /// MR_AUTH_TOKEN of the cluster: every API call but health needs it.
+    token: String,
     down: bool,
     // Last: removed after the project is down.
     _dir: tempfile::TempDir,
@@ -135,6 +137,7 @@ impl Project {
             port: free_port(),
             data,
             compose: compose_tool(),
+            token: format!("t{suffix}{}", rand::rng().random::<u64>()),
             down: false,
             _dir: dir,
         };
@@ -168,6 +171,7 @@ impl Project {
             .env("MR_IMAGE", image())
             .env("MR_TASK_TIMEOUT", TASK_TIMEOUT)
             .env("MR_TASK_TIME_LIMIT", TASK_TIME_LIMIT)
+            .env("MR_AUTH_TOKEN", &self.token)
             .env("MR_LOG_FORMAT", "text")
             .env("RUST_LOG", "info");
         cmd
@@ -230,9 +234,23 @@ impl Project {
         text(&out.stdout) + &text(&out.stderr)
     }
 
-    /// `grpcurl` against the coordinator's published port: every JSON message it printed.
+    /// `grpcurl` against the coordinator's published port, with the token: every JSON
+    /// message it printed.
     fn grpcurl(&self, method: &str, body: &Value) -> Result<Vec<Value>, String> {
-        let out = run(Command::new("grpcurl")
+        self.grpcurl_as(Some(&self.token), method, body)
+    }
+
+    fn grpcurl_as(
+        &self,
+        token: Option<&str>,
+        method: &str,
+        body: &Value,
+    ) -> Result<Vec<Value>, String> {
+        let mut cmd = Command::new("grpcurl");
+        if let Some(token) = token {
+            cmd.arg("-H").arg(format!("authorization: Bearer {token}"));
+        }
+        let out = run(cmd
             .args(["-plaintext", "-max-time", "600", "-d"])
             .arg(body.to_string())
             .arg(format!("127.0.0.1:{}", self.port))
@@ -502,6 +520,11 @@ fn lab_and_big_jobs_are_exact_through_a_kill_and_a_scale_up() {
         "the healthcheck passes"
     );
     eprintln!("up with 3 workers after {:?}", started.elapsed());
+    // MR_AUTH_TOKEN reaches the coordinator (and the workers, or no job would run).
+    let refused = project
+        .grpcurl_as(None, "ListJobs", &json!({}))
+        .expect_err("a call without the token is refused");
+    assert!(refused.contains("Unauthenticated"), "{refused}");
 
     // The lab: wc over the texts, followed with WatchJob as a user would.
     let lab = project.submit(&json!({"app": "wc", "inputs": ["input/pg-*.txt"], "n_reduce": 4}));

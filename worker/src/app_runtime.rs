@@ -121,7 +121,8 @@ impl fmt::Debug for AppRuntime {
 }
 
 impl AppRuntime {
-    /// Creates the engine and starts its epoch thread.
+    /// Creates the engine and starts its epoch thread. Fails (as `Compile`, app
+    /// "(runtime)") only if the engine or the thread cannot be created.
     pub fn new() -> Result<Self, AppError> {
         let setup = |message: String| AppError::Compile {
             app: "(runtime)".into(),
@@ -129,6 +130,9 @@ impl AppRuntime {
         };
         let mut config = Config::new();
         config.epoch_interruption(true);
+        // No memfd-backed memory images: the worker then creates no hidden files, so a full
+        // disk (or a file size limit) hits only the task's own writes, with their names.
+        config.memory_init_cow(false);
         // Apps are stripped, so backtraces would be bare function indices: the app's
         // own message (mr.fail) is what helps, and skipping the capture is cheaper.
         config.wasm_backtrace_max_frames(None);

@@ -26,6 +26,15 @@ struct Cli {
     /// Name in the coordinator's records and logs (default: <hostname>-<pid>).
     #[arg(long, env = "MR_WORKER_ID")]
     worker_id: Option<String>,
+    /// Send `authorization: Bearer <TOKEN>` on every call (the coordinator's --auth-token).
+    #[arg(long, env = "MR_AUTH_TOKEN", hide_env_values = true)]
+    auth_token: Option<String>,
+    /// PEM CA to trust for an https:// coordinator.
+    #[arg(long, env = "MR_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+    /// Name to verify the coordinator's certificate against instead of the URL's host.
+    #[arg(long, env = "MR_TLS_DOMAIN")]
+    tls_domain: Option<String>,
     /// Log line format.
     #[arg(long, env = "MR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -52,6 +61,12 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
+    // A file size limit (RLIMIT_FSIZE) must fail the write, as a full disk does, so the task
+    // fails with a clear error; by default SIGXFSZ would kill the worker instead.
+    // SAFETY: installing SIG_IGN for one signal before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
     if let Some(Command::Sequential {
         app,
         output,
@@ -81,6 +96,11 @@ async fn main() -> anyhow::Result<()> {
         data_dir: cli.data_dir,
         worker_id: cli.worker_id.unwrap_or_else(runner::default_worker_id),
         poll_wait: Duration::from_secs(15),
+        auth_token: cli.auth_token,
+        tls: mr_common::security::ClientTls {
+            ca: cli.tls_ca,
+            domain: cli.tls_domain,
+        },
     };
     runner::run(config, mr_common::shutdown::signal()).await?;
     Ok(())

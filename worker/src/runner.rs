@@ -8,6 +8,7 @@
 use crate::app_runtime::{AppError, AppModule, AppRuntime, Limits};
 use crate::tasks::{self, TaskContext, TaskError, TaskStats};
 use mr_common::DataDir;
+use mr_common::security::{BearerToken, ClientTls};
 use mr_proto::v1 as pb;
 use mr_proto::v1::coordinator_client::CoordinatorClient;
 use sha2::{Digest, Sha256};
@@ -16,6 +17,7 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tracing::Instrument;
 
@@ -30,6 +32,10 @@ pub struct WorkerConfig {
     pub worker_id: String,
     /// How long one RequestTask long poll may be held by the coordinator.
     pub poll_wait: Duration,
+    /// Sent as `authorization: Bearer <token>` on every call, when set.
+    pub auth_token: Option<String>,
+    /// The CA (and name) to verify an `https://` coordinator with.
+    pub tls: ClientTls,
 }
 
 /// Why the worker could not start.
@@ -38,6 +44,12 @@ pub enum WorkerError {
     /// The coordinator URL is not valid.
     #[error("coordinator address '{addr}': {message}")]
     BadAddress { addr: String, message: String },
+    /// The TLS options do not fit the URL, or the CA file is unusable.
+    #[error(transparent)]
+    Tls(#[from] mr_common::security::ClientTlsError),
+    /// The auth token cannot be sent.
+    #[error(transparent)]
+    Token(#[from] mr_common::security::BadToken),
     /// The data folder is unusable.
     #[error(transparent)]
     DataDir(#[from] mr_common::PathError),
@@ -78,7 +90,7 @@ struct Worker {
     config: WorkerConfig,
     data: DataDir,
     runtime: Arc<AppRuntime>,
-    client: CoordinatorClient<Channel>,
+    client: CoordinatorClient<InterceptedService<Channel, BearerToken>>,
 }
 
 /// Whether the worker should go on after a task.
@@ -103,8 +115,10 @@ pub async fn run(
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(5))
         .keep_alive_while_idle(true);
-    let client =
-        CoordinatorClient::new(endpoint.connect_lazy()).max_decoding_message_size(256 << 20);
+    let endpoint = config.tls.apply(&config.coordinator, endpoint)?;
+    let token = BearerToken::new(config.auth_token.as_deref())?;
+    let client = CoordinatorClient::with_interceptor(endpoint.connect_lazy(), token)
+        .max_decoding_message_size(256 << 20);
     let worker = Worker {
         config,
         data,
@@ -133,6 +147,11 @@ impl Worker {
             };
             match response {
                 Err(status) => {
+                    if status.code() == tonic::Code::Unauthenticated && unreachable_since.is_none()
+                    {
+                        tracing::error!(error = %status.message(), "the coordinator refused this worker's auth token (--auth-token, MR_AUTH_TOKEN); retrying with backoff");
+                        unreachable_since = Some(Instant::now());
+                    }
                     if unreachable_since.is_none() {
                         tracing::warn!(error = %status.message(), "coordinator unreachable; retrying with backoff");
                         unreachable_since = Some(Instant::now());

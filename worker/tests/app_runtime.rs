@@ -197,7 +197,7 @@ fn wc_over_a_16_mib_split() {
     let mut n = 0u64;
     while text.len() < 16 << 20 {
         text.extend_from_slice(vocabulary[(n % 7) as usize].as_bytes());
-        text.extend_from_slice(if n % 13 == 0 { b".\n" } else { b" " });
+        text.extend_from_slice(if n.is_multiple_of(13) { b".\n" } else { b" " });
         n += 1;
     }
     let start = Instant::now();

@@ -1,0 +1,373 @@
+//! Faults against real processes: the coordinator killed and restarted, workers killed
+//! every half second, stalled workers beaten by backup tasks, corrupt intermediates, no
+//! workers at all, a full disk. Every output is compared with the sequential reference.
+
+use mr_e2e::v1 as pb;
+use mr_e2e::{Cluster, ClusterOptions, assert_same_lines, write_big_inputs};
+use std::path::Path;
+use std::time::Duration;
+
+const JOB_TIMEOUT: Duration = Duration::from_secs(240);
+
+async fn get(cluster: &Cluster, job_id: &str) -> Option<pb::Job> {
+    let channel = cluster.channel().await.ok()?;
+    mr_proto_client(channel)
+        .get_job(pb::GetJobRequest {
+            job_id: job_id.into(),
+        })
+        .await
+        .ok()
+        .map(|r| r.into_inner())
+}
+
+fn mr_proto_client(
+    channel: tonic::transport::Channel,
+) -> pb::job_service_client::JobServiceClient<tonic::transport::Channel> {
+    pb::job_service_client::JobServiceClient::new(channel)
+}
+
+/// Every file under `dir`, relative, sorted.
+fn files_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if let Ok(rel) = path.strip_prefix(dir) {
+                out.push(rel.to_string_lossy().into_owned());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Waits (polling, as the coordinator may be away) until `check` holds for the job.
+async fn wait_for(
+    cluster: &Cluster,
+    job_id: &str,
+    what: &str,
+    check: impl Fn(&pb::Job) -> bool,
+) -> pb::Job {
+    let deadline = tokio::time::Instant::now() + JOB_TIMEOUT;
+    loop {
+        if let Some(job) = get(cluster, job_id).await
+            && check(&job)
+        {
+            return job;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The big one: tens of MiB of wc while the coordinator is SIGKILLed and restarted once
+/// and a worker is SIGKILLed every half second. The output is exact, and nothing is left
+/// in the data folder but the inputs, the outputs and the coordinator's store.
+#[tokio::test(flavor = "multi_thread")]
+async fn output_is_exact_through_a_coordinator_restart_and_constant_worker_kills() {
+    let mut cluster = Cluster::start(ClusterOptions {
+        workers: 3,
+        task_timeout: "2s".into(),
+        ..Default::default()
+    })
+    .await;
+    let inputs = write_big_inputs(&cluster.data, 4, 3);
+    let job_id = cluster
+        .submit_request(pb::SubmitJobRequest {
+            app: "wc".into(),
+            inputs: vec!["input/big/*.txt".into()],
+            n_reduce: 6,
+            split_bytes: 1 << 20,
+        })
+        .await;
+    let port = cluster.port();
+    let mut restarted = false;
+    let mut kills = 0;
+    let deadline = tokio::time::Instant::now() + JOB_TIMEOUT;
+    let job = loop {
+        let job = get(&cluster, &job_id).await;
+        if let Some(job) = &job {
+            if mr_e2e::is_terminal(job.state()) {
+                break job.clone();
+            }
+            let maps = job.map.clone().unwrap_or_default();
+            if !restarted && maps.completed * 3 >= maps.total {
+                cluster.kill_coordinator();
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                cluster.start_coordinator(port).await;
+                restarted = true;
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "job did not finish");
+        let live = cluster.live_workers();
+        cluster.signal_worker(live[kills % live.len()], libc::SIGKILL);
+        cluster.spawn_worker();
+        kills += 1;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert!(restarted, "the coordinator was restarted mid-job");
+    assert_eq!(job.state(), pb::JobState::Succeeded, "{}", job.error);
+    assert_same_lines(
+        &cluster.output_lines(&job),
+        &cluster.reference("wc", &inputs),
+        "wc through faults",
+    );
+    eprintln!("{kills} worker kills, one coordinator restart");
+
+    // The coordinator cleans up once the job is done; workers clean up after themselves.
+    for i in cluster.live_workers() {
+        cluster.signal_worker(i, libc::SIGTERM);
+        cluster.wait_worker(i, Duration::from_secs(10));
+    }
+    let expected_outputs: Vec<String> = (0..6)
+        .map(|y| format!("jobs/{job_id}/mr-out-{y}"))
+        .collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let left: Vec<String> = files_under(&cluster.data)
+            .into_iter()
+            .filter(|f| !f.starts_with("input/") && !f.starts_with(".mr/"))
+            .collect();
+        if left == expected_outputs {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "left behind besides outputs: {:?}",
+            left.iter()
+                .filter(|f| !expected_outputs.contains(f))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let store = files_under(&cluster.data.join(".mr"));
+    assert!(
+        store
+            .iter()
+            .all(|f| f == "journal" || f.starts_with("apps/")),
+        "{store:?}"
+    );
+
+    // Restarting again recovers the finished job as it was.
+    cluster.kill_coordinator();
+    cluster.start_coordinator(port).await;
+    let again = get(&cluster, &job_id)
+        .await
+        .expect("job known after restart");
+    assert_eq!(again.state(), pb::JobState::Succeeded);
+    assert_eq!(again.outputs, job.outputs);
+}
+
+/// A worker stalls (SIGSTOP) holding a task, with a task timeout far away: a backup copy
+/// finishes the task instead, and the stalled worker's late report, once it wakes, is
+/// ignored.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_task_gets_a_backup_copy_and_the_late_report_is_ignored() {
+    let mut cluster = Cluster::start(ClusterOptions {
+        workers: 3,
+        task_timeout: "120s".into(),
+        ..Default::default()
+    })
+    .await;
+    let inputs = mr_e2e::lab_inputs();
+    let job_id = cluster
+        .submit("mtiming", &["input/pg-*.txt".into()], 2)
+        .await;
+    let started = std::time::Instant::now();
+    // Stall worker-0 as soon as it holds a map task.
+    let job = wait_for(&cluster, &job_id, "worker-0 holding a task", |job| {
+        job.tasks
+            .iter()
+            .any(|t| t.state() == pb::TaskState::InProgress && t.worker == "worker-0")
+    })
+    .await;
+    cluster.signal_worker(0, libc::SIGSTOP);
+    let stalled: Vec<u32> = job
+        .tasks
+        .iter()
+        .filter(|t| t.state() == pb::TaskState::InProgress && t.worker == "worker-0")
+        .map(|t| t.index)
+        .collect();
+    let job = cluster.wait(&job_id, JOB_TIMEOUT).await;
+    assert_eq!(job.state(), pb::JobState::Succeeded, "{}", job.error);
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "finished long before the 120 s timeout"
+    );
+    let stalled_task = job
+        .tasks
+        .iter()
+        .find(|t| t.kind() == pb::TaskKind::Map && stalled.contains(&t.index))
+        .expect("the stalled task");
+    let history = &stalled_task.history;
+    assert!(
+        history.iter().any(|a| a.backup
+            && a.outcome() == pb::AttemptOutcome::Succeeded
+            && a.worker != "worker-0"),
+        "a backup copy won: {history:?}"
+    );
+    assert!(
+        history
+            .iter()
+            .any(|a| a.worker == "worker-0" && a.outcome() == pb::AttemptOutcome::Superseded),
+        "the stalled attempt lost: {history:?}"
+    );
+    let at_done = cluster.output_lines(&job);
+    assert_same_lines(&at_done, &cluster.reference("mtiming", &inputs), "mtiming");
+
+    // Wake the stalled worker: its attempt finishes and reports, and is ignored.
+    cluster.signal_worker(0, libc::SIGCONT);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !cluster
+        .coordinator_log()
+        .contains("late report of a superseded attempt ignored")
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no late report seen"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        cluster.output_lines(&job),
+        at_done,
+        "a late report changed the output"
+    );
+    let temps: Vec<String> = files_under(&cluster.data.join("jobs"))
+        .into_iter()
+        .filter(|f| f.ends_with(".tmp"))
+        .collect();
+    assert!(temps.is_empty(), "temp files left: {temps:?}");
+}
+
+/// A reduce finds an intermediate corrupt: it says which map made it, that map runs again,
+/// and the output is still exact.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_corrupt_intermediate_makes_its_map_task_run_again() {
+    let cluster = Cluster::start(ClusterOptions {
+        workers: 1,
+        // Keep the intermediates around after the job, to look at them.
+        coordinator_args: vec!["--intermediate-retention".into(), "1h".into()],
+        ..Default::default()
+    })
+    .await;
+    let inputs = mr_e2e::lab_inputs();
+    // rtiming's reduces take a second per key: the second one starts well after the maps end.
+    let job_id = cluster
+        .submit("rtiming", &["input/pg-*.txt".into()], 2)
+        .await;
+    wait_for(&cluster, &job_id, "the map phase to end", |job| {
+        job.map.as_ref().is_some_and(|m| m.completed == m.total)
+    })
+    .await;
+    let victim = cluster.data.join(format!("jobs/{job_id}/mr-3-1"));
+    let mut bytes = std::fs::read(&victim).expect("read intermediate");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x55;
+    std::fs::write(&victim, &bytes).expect("corrupt intermediate");
+
+    let job = cluster.wait(&job_id, JOB_TIMEOUT).await;
+    assert_eq!(job.state(), pb::JobState::Succeeded, "{}", job.error);
+    assert_same_lines(
+        &cluster.output_lines(&job),
+        &cluster.reference("rtiming", &inputs),
+        "rtiming",
+    );
+    let map3 = job
+        .tasks
+        .iter()
+        .find(|t| t.kind() == pb::TaskKind::Map && t.index == 3)
+        .expect("map 3");
+    assert_eq!(map3.attempts, 2, "map 3 ran again");
+    let reduce1 = job
+        .tasks
+        .iter()
+        .find(|t| t.kind() == pb::TaskKind::Reduce && t.index == 1)
+        .expect("reduce 1");
+    assert!(
+        reduce1
+            .history
+            .iter()
+            .any(|a| a.error.contains("map tasks [3]")),
+        "{:?}",
+        reduce1.history
+    );
+    assert_ne!(std::fs::read(&victim).expect("read"), bytes, "rewritten");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_without_workers_says_so_then_fails_after_the_set_time() {
+    let cluster = Cluster::start(ClusterOptions {
+        workers: 0,
+        coordinator_args: [
+            "--no-worker-grace",
+            "1s",
+            "--fail-without-workers-after",
+            "4s",
+        ]
+        .map(String::from)
+        .to_vec(),
+        ..Default::default()
+    })
+    .await;
+    let job_id = cluster
+        .submit("wc", &["input/pg-grimm.txt".into()], 1)
+        .await;
+    let warned = wait_for(&cluster, &job_id, "a warning", |job| {
+        !job.warning.is_empty()
+    })
+    .await;
+    assert_eq!(warned.state(), pb::JobState::Pending);
+    assert!(warned.warning.contains("no worker"), "{}", warned.warning);
+    let job = cluster.wait(&job_id, JOB_TIMEOUT).await;
+    assert_eq!(job.state(), pb::JobState::Failed);
+    assert!(job.error.contains("no worker"), "{}", job.error);
+    assert!(cluster.coordinator_log().contains("job is stuck"));
+}
+
+/// A worker whose disk is full (here: a file size limit, so writes fail with EFBIG) fails
+/// its tasks with a clear error; the job fails instead of hanging or listing partial output.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_disk_fails_the_job_with_a_clear_error() {
+    let cluster = Cluster::start(ClusterOptions {
+        workers: 1,
+        worker_file_size_limit: Some(16 << 10),
+        coordinator_args: vec!["--max-task-failures".into(), "2".into()],
+        ..Default::default()
+    })
+    .await;
+    let job_id = cluster
+        .submit("wc", &["input/pg-grimm.txt".into()], 1)
+        .await;
+    let job = cluster.wait(&job_id, JOB_TIMEOUT).await;
+    assert_eq!(job.state(), pb::JobState::Failed);
+    assert!(job.error.contains("File too large"), "{}", job.error);
+    assert!(
+        job.error.contains("mr-0-0"),
+        "names the file: {}",
+        job.error
+    );
+    assert!(job.outputs.is_empty());
+
+    // An unwritable jobs folder is refused at submission, with the reason.
+    std::fs::remove_dir_all(cluster.data.join("jobs")).expect("rm jobs");
+    std::fs::write(cluster.data.join("jobs"), "not a folder").expect("block jobs/");
+    let status = cluster
+        .jobs()
+        .await
+        .submit_job(pb::SubmitJobRequest {
+            app: "wc".into(),
+            inputs: vec!["input/pg-grimm.txt".into()],
+            n_reduce: 1,
+            split_bytes: 0,
+        })
+        .await
+        .expect_err("cannot create the job folder");
+    assert!(status.message().contains("jobs/"), "{}", status.message());
+}
