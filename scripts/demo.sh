@@ -15,6 +15,7 @@ workers=${MR_WORKERS:-4}
 command -v grpcurl >/dev/null || { echo "demo: grpcurl is missing: run make setup" >&2; exit 1; }
 # With MR_AUTH_TOKEN set, the cluster requires it on every call, and so grpcurl sends it.
 grpcurl() { command grpcurl ${MR_AUTH_TOKEN:+-H "authorization: Bearer $MR_AUTH_TOKEN"} "$@"; }
+auth=${MR_AUTH_TOKEN:+"-H \"authorization: Bearer \$MR_AUTH_TOKEN\" "}  # for the commands shown
 ls "$data"/input/pg-*.txt >/dev/null 2>&1 || { echo "demo: no $data/input/pg-*.txt" >&2; exit 1; }
 
 echo "== docker compose up -d --scale worker=$workers  (data: $data, port: $MR_PORT)"
@@ -31,7 +32,7 @@ done
 $compose ps
 
 echo "== submitting wc over input/pg-*.txt"
-echo "   grpcurl -plaintext -d '{\"app\":\"wc\",\"inputs\":[\"input/pg-*.txt\"],\"n_reduce\":4}' $addr mapreduce.v1.JobService/SubmitJob"
+echo "   grpcurl ${auth}-plaintext -d '{\"app\":\"wc\",\"inputs\":[\"input/pg-*.txt\"],\"n_reduce\":4}' $addr mapreduce.v1.JobService/SubmitJob"
 job=$(grpcurl -plaintext -d '{"app":"wc","inputs":["input/pg-*.txt"],"n_reduce":4}' \
   "$addr" mapreduce.v1.JobService/SubmitJob | python3 -c 'import json, sys; print(json.load(sys.stdin)["jobId"])')
 echo "   job $job"
@@ -40,14 +41,17 @@ echo "== progress (WatchJob)"
 grpcurl -plaintext -d "{\"job_id\":\"$job\"}" "$addr" mapreduce.v1.JobService/WatchJob |
   python3 -c '
 import json, sys
-buf = ""
+buf, last = "", None
 for line in sys.stdin:
     buf += line
     if line.startswith("}"):
         job = json.loads(buf); buf = ""
         m, r = job.get("map", {}), job.get("reduce", {})
-        print("   %s: map %d/%d, reduce %d/%d" % (job.get("state"), m.get("completed", 0),
-              m.get("total", 0), r.get("completed", 0), r.get("total", 0)), flush=True)
+        text = "   %s: map %d/%d, reduce %d/%d" % (job.get("state"), m.get("completed", 0),
+               m.get("total", 0), r.get("completed", 0), r.get("total", 0))
+        if text != last:
+            print(text, flush=True)
+        last = text
 '
 state=$(grpcurl -plaintext -d "{\"job_id\":\"$job\"}" "$addr" mapreduce.v1.JobService/GetJob |
   python3 -c 'import json, sys; j = json.load(sys.stdin); print(j.get("state", "?"), j.get("error", ""))')
@@ -65,6 +69,6 @@ ls -1 "$out"/mr-out-*
 cat <<MSG
 == the cluster is still up
    scripts/compose.sh logs -f coordinator     # or: docker compose logs -f coordinator
-   grpcurl -plaintext -d '{"job_id":"$job"}' $addr mapreduce.v1.JobService/GetJob
+   grpcurl ${auth}-plaintext -d '{"job_id":"$job"}' $addr mapreduce.v1.JobService/GetJob
    make down                                  # takes it away
 MSG

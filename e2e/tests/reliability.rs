@@ -96,7 +96,7 @@ async fn output_is_exact_through_a_coordinator_restart_and_constant_worker_kills
             if mr_e2e::is_terminal(job.state()) {
                 break job.clone();
             }
-            let maps = job.map.clone().unwrap_or_default();
+            let maps = job.map.unwrap_or_default();
             if !restarted && maps.completed * 3 >= maps.total {
                 cluster.kill_coordinator();
                 tokio::time::sleep(Duration::from_millis(300)).await;

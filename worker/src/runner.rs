@@ -166,10 +166,10 @@ impl Worker {
                         tracing::info!(after = ?since.elapsed(), "coordinator reachable again");
                     }
                     backoff.reset();
-                    if let Some(task) = response.into_inner().task {
-                        if let Next::Stop = self.execute(task, shutdown.as_mut()).await {
-                            break;
-                        }
+                    if let Some(task) = response.into_inner().task
+                        && let Next::Stop = self.execute(task, shutdown.as_mut()).await
+                    {
+                        break;
                     }
                 }
             }
@@ -217,11 +217,11 @@ impl Worker {
                 }))),
                 _ = heartbeat.tick() => {
                     let request = pb::HeartbeatRequest { worker: self.config.worker_id.clone(), attempt_id };
-                    if let Ok(reply) = self.client.heartbeat(request).await {
-                        if !reply.into_inner().keep_going {
-                            tracing::info!("attempt no longer wanted (reassigned or job ended); dropping it");
-                            return Next::Continue;
-                        }
+                    if let Ok(reply) = self.client.heartbeat(request).await
+                        && !reply.into_inner().keep_going
+                    {
+                        tracing::info!("attempt no longer wanted (reassigned or job ended); dropping it");
+                        return Next::Continue;
                     }
                 }
                 _ = shutdown.as_mut() => {

@@ -1,0 +1,581 @@
+//! `make bench`: the figures of issue 6, measured side by side on this machine.
+//!
+//! Starts real `mr-coordinator` / `mr-worker` processes on 127.0.0.1, runs every figure
+//! `BENCH_RUNS` times (default 3; the latency figure 5 times), takes medians, checks every
+//! job's output against the native word count, prints a table with the targets and writes
+//! the raw numbers to `bench-out/results.json`.
+//!
+//! Environment: `BENCH_RUNS` (runs per figure), `BENCH_FIGURES` (e.g. `1,3`; default all),
+//! `BENCH_FILE_MIB` (corpus file size, default 32: the throughput corpus is 4 files, the
+//! scaling corpus 16, the memory corpus 32).
+
+use mr_proto::v1 as pb;
+use mr_proto::v1::job_service_client::JobServiceClient;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
+
+type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("bench/ has a parent")
+        .to_path_buf()
+}
+
+fn env_num(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let n = s.len();
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// A local cluster of real processes.
+
+struct Cluster {
+    coordinator: Child,
+    workers: Vec<Child>,
+    client: JobServiceClient<Channel>,
+    data: PathBuf,
+}
+
+impl Cluster {
+    async fn start(data: &Path, workers: usize, logs: &Path) -> Res<Cluster> {
+        // A fresh journal and jobs folder: every cluster starts from nothing.
+        let _ = std::fs::remove_dir_all(data.join(".mr"));
+        let _ = std::fs::remove_dir_all(data.join("jobs"));
+        let bin = root().join("target/release");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let log = |name: &str| -> Res<Stdio> {
+            Ok(std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(logs.join(name))?
+                .into())
+        };
+        let coordinator = Command::new(bin.join("mr-coordinator"))
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--data-dir")
+            .arg(data)
+            .arg("--apps-dir")
+            .arg(root().join("target/apps"))
+            .stdin(Stdio::null())
+            .stdout(log("coordinator.log")?)
+            .stderr(log("coordinator.log")?)
+            .spawn()?;
+        let addr = format!("http://127.0.0.1:{port}");
+        let started = Instant::now();
+        let channel = loop {
+            match Channel::from_shared(addr.clone())?.connect().await {
+                Ok(c) => break c,
+                Err(e) if started.elapsed() > Duration::from_secs(10) => return Err(e.into()),
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        };
+        let mut cluster = Cluster {
+            coordinator,
+            workers: Vec::new(),
+            client: JobServiceClient::new(channel).max_decoding_message_size(256 << 20),
+            data: data.to_path_buf(),
+        };
+        for i in 0..workers {
+            let w = Command::new(bin.join("mr-worker"))
+                .arg("--coordinator")
+                .arg(&addr)
+                .arg("--data-dir")
+                .arg(data)
+                .arg("--worker-id")
+                .arg(format!("w{}", i + 1))
+                .stdin(Stdio::null())
+                .stdout(log(&format!("worker-{}.log", i + 1))?)
+                .stderr(log(&format!("worker-{}.log", i + 1))?)
+                .spawn()?;
+            cluster.workers.push(w);
+        }
+        Ok(cluster)
+    }
+
+    /// Runs a wc job to its end: (seconds from submit to SUCCEEDED, the job).
+    async fn run(&mut self, inputs: &[String], n_reduce: u32) -> Res<(f64, pb::Job)> {
+        let started = Instant::now();
+        let id = self
+            .client
+            .submit_job(pb::SubmitJobRequest {
+                app: "wc".into(),
+                inputs: inputs.to_vec(),
+                n_reduce,
+                split_bytes: 0,
+            })
+            .await?
+            .into_inner()
+            .job_id;
+        let mut stream = self
+            .client
+            .watch_job(pb::WatchJobRequest { job_id: id.clone() })
+            .await?
+            .into_inner();
+        let mut last = None;
+        while let Some(job) = stream.message().await? {
+            let done = !matches!(
+                job.state(),
+                pb::JobState::Pending | pb::JobState::Running | pb::JobState::Unspecified
+            );
+            last = Some(job);
+            if done {
+                break;
+            }
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        let job = last.ok_or("no job update")?;
+        if job.state() != pb::JobState::Succeeded {
+            return Err(format!("job {id} ended {:?}: {}", job.state(), job.error).into());
+        }
+        Ok((elapsed, job))
+    }
+
+    /// The workers' peak resident set (VmHWM), in MiB.
+    fn worker_peaks_mib(&self) -> Vec<f64> {
+        self.workers
+            .iter()
+            .map(|w| {
+                let status = std::fs::read_to_string(format!("/proc/{}/status", w.id()))
+                    .unwrap_or_default();
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("VmHWM:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+                    .map_or(f64::NAN, |kb| kb / 1024.0)
+            })
+            .collect()
+    }
+
+    /// Checks the job's outputs against the native reference and removes the job folder.
+    fn check(&self, job: &pb::Job, reference: &Path) -> Res<()> {
+        let mut lines: Vec<Vec<u8>> = Vec::new();
+        for out in &job.outputs {
+            let text = std::fs::read(self.data.join(out))?;
+            lines.extend(text.split(|&b| b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec));
+        }
+        lines.sort_unstable();
+        let mut joined = Vec::new();
+        for l in &lines {
+            joined.extend_from_slice(l);
+            joined.push(b'\n');
+        }
+        let expected = std::fs::read(reference)?;
+        if joined != expected {
+            let first = lines
+                .iter()
+                .zip(expected.split(|&b| b == b'\n'))
+                .find(|(a, b)| a.as_slice() != *b)
+                .map(|(a, b)| {
+                    format!(
+                        "{:?} vs native {:?}",
+                        String::from_utf8_lossy(a),
+                        String::from_utf8_lossy(b)
+                    )
+                });
+            return Err(format!(
+                "job {} output differs from the native word count ({} lines vs {} bytes): first difference {}",
+                job.job_id,
+                lines.len(),
+                expected.len(),
+                first.unwrap_or_default()
+            )
+            .into());
+        }
+        let _ = std::fs::remove_dir_all(self.data.join("jobs").join(&job.job_id));
+        Ok(())
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for w in &mut self.workers {
+            let _ = w.kill();
+            let _ = w.wait();
+        }
+        let _ = self.coordinator.kill();
+        let _ = self.coordinator.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Inputs and references.
+
+struct Bench {
+    out: PathBuf,
+    data: PathBuf,
+    logs: PathBuf,
+    runs: usize,
+    raw: String,
+    rows: Vec<Row>,
+}
+
+struct Row {
+    figure: String,
+    measured: String,
+    target: String,
+    pass: bool,
+}
+
+impl Bench {
+    /// Runs the native word count (2 threads) over `inputs` (data-relative), writing its
+    /// output to `bench-out/ref-<name>.txt`; returns the seconds it took (process start to
+    /// exit, output written).
+    fn native(&self, name: &str, inputs: &[String]) -> Res<(f64, PathBuf)> {
+        let exe = std::env::current_exe()?;
+        let native = exe.with_file_name("mr-native-wc");
+        let out = self.out.join(format!("ref-{name}.txt"));
+        let started = Instant::now();
+        let status = Command::new(native)
+            .arg("2")
+            .arg(&out)
+            .args(inputs.iter().map(|i| self.data.join(i)))
+            .stdout(Stdio::null())
+            .status()?;
+        let secs = started.elapsed().as_secs_f64();
+        if !status.success() {
+            return Err(format!("mr-native-wc failed: {status}").into());
+        }
+        Ok((secs, out))
+    }
+
+    fn record(&mut self, key: &str, samples: &[f64]) {
+        let list: Vec<String> = samples.iter().map(|s| format!("{s:.4}")).collect();
+        let _ = writeln!(
+            self.raw,
+            "  \"{key}\": {{\"median\": {:.4}, \"samples\": [{}]}},",
+            median(samples),
+            list.join(", ")
+        );
+        eprintln!("  {key}: median {:.4} of [{}]", median(samples), list.join(", "));
+    }
+
+    fn row(&mut self, figure: &str, measured: String, target: &str, pass: bool) {
+        self.rows.push(Row {
+            figure: figure.into(),
+            measured,
+            target: target.into(),
+            pass,
+        });
+    }
+
+    fn size_mib(&self, inputs: &[String]) -> f64 {
+        inputs
+            .iter()
+            .map(|i| std::fs::metadata(self.data.join(i)).map_or(0, |m| m.len()))
+            .sum::<u64>() as f64
+            / (1u64 << 20) as f64
+    }
+
+    /// Runs a job `runs` times on a warm cluster, checking each output.
+    async fn cluster_runs(
+        &self,
+        cluster: &mut Cluster,
+        inputs: &[String],
+        n_reduce: u32,
+        reference: &Path,
+        runs: usize,
+    ) -> Res<Vec<f64>> {
+        let mut v = Vec::new();
+        for _ in 0..runs {
+            let (secs, job) = cluster.run(inputs, n_reduce).await?;
+            cluster.check(&job, reference)?;
+            v.push(secs);
+        }
+        Ok(v)
+    }
+
+    async fn warm(&self, cluster: &mut Cluster, lab: &[String]) -> Res<()> {
+        let (_, job) = cluster.run(lab, 2).await?;
+        let _ = std::fs::remove_dir_all(self.data.join("jobs").join(&job.job_id));
+        Ok(())
+    }
+}
+
+fn corpus_inputs(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("input/corpus/c-{i:03}.txt")).collect()
+}
+
+fn prepare(data: &Path, file_mib: u64) -> Res<Vec<String>> {
+    let input = data.join("input");
+    std::fs::create_dir_all(&input)?;
+    let mut lab = Vec::new();
+    for e in std::fs::read_dir(root().join("data/input"))? {
+        let name = e?.file_name().to_string_lossy().into_owned();
+        if name.starts_with("pg-") && name.ends_with(".txt") {
+            std::fs::copy(root().join("data/input").join(&name), input.join(&name))?;
+            lab.push(format!("input/{name}"));
+        }
+    }
+    lab.sort();
+    let started = Instant::now();
+    mr_bench::generate_corpus(&input.join("corpus"), 32, file_mib << 20)?;
+    eprintln!("corpus ready in {:.1?}", started.elapsed());
+    let tiny = input.join("tiny");
+    std::fs::create_dir_all(&tiny)?;
+    let model_words = ["alpha", "beta", "gamma", "δέλτα", "эпсилон", "中文"];
+    for i in 0..2000 {
+        let p = tiny.join(format!("t-{i:04}.txt"));
+        if !p.exists() {
+            let w = model_words[i % model_words.len()];
+            std::fs::write(&p, format!("{w} tiny {i} task {w}\n"))?;
+        }
+    }
+    Ok(lab)
+}
+
+// ---------------------------------------------------------------------------------------
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    if let Err(e) = run().await {
+        eprintln!("mr-bench: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn run() -> Res<()> {
+    let out = root().join("bench-out");
+    let data = out.join("data");
+    let logs = out.join("logs");
+    let _ = std::fs::remove_dir_all(&logs);
+    std::fs::create_dir_all(&logs)?;
+    for b in ["mr-coordinator", "mr-worker"] {
+        if !root().join("target/release").join(b).exists() {
+            return Err(format!("target/release/{b} is missing: run `make build`").into());
+        }
+    }
+    let runs = env_num("BENCH_RUNS", 3).max(1) as usize;
+    let file_mib = env_num("BENCH_FILE_MIB", 32).max(1);
+    let figures: Vec<u32> = std::env::var("BENCH_FIGURES")
+        .unwrap_or_else(|_| "1,2,3,4,5".into())
+        .split(',')
+        .filter_map(|f| f.trim().parse().ok())
+        .collect();
+    let lab = prepare(&data, file_mib)?;
+    let mut b = Bench {
+        out: out.clone(),
+        data: data.clone(),
+        logs,
+        runs,
+        raw: String::new(),
+        rows: Vec::new(),
+    };
+    let total = Instant::now();
+    let small = corpus_inputs(4);
+    let large = corpus_inputs(16);
+    let huge = corpus_inputs(32);
+
+    // 1 (and 5's 2-worker small point): throughput against the native word count.
+    let mut t2_small = Vec::new();
+    if figures.contains(&1) || figures.contains(&5) {
+        let mib = b.size_mib(&small);
+        eprintln!("figure 1: wc over {mib:.0} MiB, 2 workers vs native 2 threads");
+        let mut cluster = Cluster::start(&data, 2, &b.logs).await?;
+        b.warm(&mut cluster, &lab).await?;
+        let mut native = Vec::new();
+        for _ in 0..b.runs {
+            let (secs, reference) = b.native("small", &small)?;
+            native.push(secs);
+            let v = b.cluster_runs(&mut cluster, &small, 4, &reference, 1).await?;
+            t2_small.extend(v);
+        }
+        b.record("throughput_native_s", &native);
+        b.record("throughput_cluster_s", &t2_small);
+        let ratio = median(&t2_small) / median(&native);
+        let _ = writeln!(b.raw, "  \"throughput_ratio\": {ratio:.4},");
+        b.row(
+            &format!("1. throughput: wc {mib:.0} MiB, cluster(2w) / native(2 threads)"),
+            format!(
+                "{ratio:.2}x ({:.2} s vs {:.2} s; {:.0} MiB/s)",
+                median(&t2_small),
+                median(&native),
+                mib / median(&t2_small)
+            ),
+            "<= 2.0x",
+            ratio <= 2.0,
+        );
+    }
+
+    // 2: scheduling rate.
+    if figures.contains(&2) {
+        eprintln!("figure 2: 2000 tiny maps + 8 reduces, 2 workers");
+        let tiny = vec!["input/tiny/*.txt".to_string()];
+        let files: Vec<String> = (0..2000).map(|i| format!("input/tiny/t-{i:04}.txt")).collect();
+        let (_, reference) = b.native("tiny", &files)?;
+        let mut cluster = Cluster::start(&data, 2, &b.logs).await?;
+        b.warm(&mut cluster, &lab).await?;
+        let secs = b.cluster_runs(&mut cluster, &tiny, 8, &reference, b.runs).await?;
+        let rates: Vec<f64> = secs.iter().map(|s| 2008.0 / s).collect();
+        b.record("scheduling_s", &secs);
+        b.record("scheduling_tasks_per_s", &rates);
+        let rate = median(&rates);
+        b.row(
+            "2. scheduling: 2000 maps + 8 reduces, 2 workers",
+            format!("{rate:.0} tasks/s ({:.2} s)", median(&secs)),
+            ">= 2000 tasks/s",
+            rate >= 2000.0,
+        );
+    }
+
+    // 3: latency of a small job on a warm cluster.
+    if figures.contains(&3) {
+        eprintln!("figure 3: wc over the lab's texts, 3 warm workers");
+        let (_, reference) = b.native("lab", &lab)?;
+        let mut cluster = Cluster::start(&data, 3, &b.logs).await?;
+        b.warm(&mut cluster, &lab).await?;
+        let secs = b.cluster_runs(&mut cluster, &lab, 10, &reference, b.runs.max(5)).await?;
+        let ms: Vec<f64> = secs.iter().map(|s| s * 1000.0).collect();
+        b.record("latency_ms", &ms);
+        let m = median(&ms);
+        b.row(
+            "3. latency: wc lab texts (n_reduce 10), 3 warm workers",
+            format!("{m:.0} ms"),
+            "< 300 ms",
+            m < 300.0,
+        );
+    }
+
+    // 4: memory over 1 GiB.
+    if figures.contains(&4) {
+        let mib = b.size_mib(&huge);
+        eprintln!("figure 4: wc over {mib:.0} MiB, n_reduce 4, peak RSS per worker");
+        let (_, reference) = b.native("huge", &huge)?;
+        let mut peaks = Vec::new();
+        let mut secs = Vec::new();
+        for _ in 0..b.runs {
+            let mut cluster = Cluster::start(&data, 2, &b.logs).await?;
+            let (s, job) = cluster.run(&huge, 4).await?;
+            let p = cluster.worker_peaks_mib();
+            cluster.check(&job, &reference)?;
+            eprintln!("  run: {s:.2} s, worker peaks {p:.0?} MiB");
+            peaks.push(p.iter().copied().fold(0.0, f64::max));
+            secs.push(s);
+        }
+        b.record("memory_peak_rss_mib", &peaks);
+        b.record("memory_job_s", &secs);
+        let m = median(&peaks);
+        b.row(
+            &format!("4. memory: wc {mib:.0} MiB, n_reduce 4, max worker peak RSS"),
+            format!("{m:.0} MiB"),
+            "< 256 MiB",
+            m < 256.0 && peaks.iter().all(|&p| p < 256.0),
+        );
+    }
+
+    // 5: scaling with input size and workers.
+    if figures.contains(&5) {
+        let (s_mib, l_mib) = (b.size_mib(&small), b.size_mib(&large));
+        eprintln!("figure 5: {s_mib:.0} MiB and {l_mib:.0} MiB on 1 and 2 workers");
+        let (_, ref_small) = b.native("small", &small)?;
+        let (_, ref_large) = b.native("large", &large)?;
+        let mut one = Cluster::start(&data, 1, &b.logs).await?;
+        b.warm(&mut one, &lab).await?;
+        let t1_small = b.cluster_runs(&mut one, &small, 4, &ref_small, b.runs).await?;
+        let t1_large = b.cluster_runs(&mut one, &large, 4, &ref_large, b.runs).await?;
+        drop(one);
+        let mut two = Cluster::start(&data, 2, &b.logs).await?;
+        b.warm(&mut two, &lab).await?;
+        let t2_large = b.cluster_runs(&mut two, &large, 4, &ref_large, b.runs).await?;
+        drop(two);
+        b.record("scaling_1w_small_s", &t1_small);
+        b.record("scaling_1w_large_s", &t1_large);
+        b.record("scaling_2w_small_s", &t2_small);
+        b.record("scaling_2w_large_s", &t2_large);
+        let per = |t: &[f64], mib: f64| median(t) / mib * 1000.0;
+        let flat2 = per(&t2_large, l_mib) / per(&t2_small, s_mib);
+        let flat1 = per(&t1_large, l_mib) / per(&t1_small, s_mib);
+        let speedup = median(&t1_large) / median(&t2_large);
+        let _ = writeln!(
+            b.raw,
+            "  \"scaling_flat_2w\": {flat2:.4},\n  \"scaling_flat_1w\": {flat1:.4},\n  \"scaling_speedup\": {speedup:.4},"
+        );
+        b.row(
+            &format!("5a. scaling: ms/MiB at {l_mib:.0} vs {s_mib:.0} MiB, 2 workers"),
+            format!(
+                "{flat2:.2}x ({:.1} vs {:.1} ms/MiB)",
+                per(&t2_large, l_mib),
+                per(&t2_small, s_mib)
+            ),
+            "<= 1.10x (flat)",
+            flat2 <= 1.10,
+        );
+        b.row(
+            &format!("5b. scaling: ms/MiB at {l_mib:.0} vs {s_mib:.0} MiB, 1 worker"),
+            format!(
+                "{flat1:.2}x ({:.1} vs {:.1} ms/MiB)",
+                per(&t1_large, l_mib),
+                per(&t1_small, s_mib)
+            ),
+            "<= 1.10x (flat)",
+            flat1 <= 1.10,
+        );
+        b.row(
+            &format!("5c. scaling: speedup 1 -> 2 workers at {l_mib:.0} MiB"),
+            format!(
+                "{speedup:.2}x ({:.2} s vs {:.2} s)",
+                median(&t1_large),
+                median(&t2_large)
+            ),
+            ">= 1.7x",
+            speedup >= 1.7,
+        );
+    }
+
+    // The table and the raw numbers.
+    let mut table = String::new();
+    let _ = writeln!(
+        table,
+        "\n{:<62} {:<44} {:<16} result",
+        "figure", "measured (median)", "target"
+    );
+    for r in &b.rows {
+        let _ = writeln!(
+            table,
+            "{:<62} {:<44} {:<16} {}",
+            r.figure,
+            r.measured,
+            r.target,
+            if r.pass { "PASS" } else { "MISS" }
+        );
+    }
+    let _ = writeln!(
+        table,
+        "\n{} runs per figure, outputs checked against the native word count; {:.0} s in all; raw numbers in bench-out/results.json",
+        b.runs,
+        total.elapsed().as_secs_f64()
+    );
+    print!("{table}");
+    let machine = format!(
+        "nproc {}, load at end {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim()
+    );
+    let json = format!(
+        "{{\n{}  \"machine\": \"{machine}\",\n  \"runs\": {}\n}}\n",
+        b.raw, b.runs
+    );
+    std::fs::write(b.out.join("results.json"), json)?;
+    std::fs::write(b.out.join("results.txt"), &table)?;
+    Ok(())
+}
