@@ -661,6 +661,10 @@ fn a_stopped_worker_hands_its_task_back_at_once_and_exits_0() {
     let code = project.wait_exit(&container, Duration::from_secs(60));
     let exited = signalled.elapsed();
     assert_eq!(code, 0, "a worker stopped with SIGTERM exits 0");
+    assert!(
+        exited < Duration::from_secs(8),
+        "the worker exits at once, not when its looping app hits the time limit: {exited:?}"
+    );
     eprintln!(
         "SIGTERM: task handed back after {handed_back:?}, exit 0 after {exited:?} (task timeout {TASK_TIMEOUT}, time limit {TASK_TIME_LIMIT})"
     );

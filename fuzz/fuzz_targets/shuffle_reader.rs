@@ -20,6 +20,9 @@
 //!   halves if there is none) is merged: the merge ends cleanly exactly when every source
 //!   is valid, then yields the documented groups (keys ascending, values by source, then
 //!   by position); otherwise it fails with the error of an invalid source.
+//!
+//! An input that claims a record of over 1 MiB is only read once, from a slice (see
+//! `check_single_file`).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -106,7 +109,10 @@ fn read_with_reader(input: impl Read) -> Outcome {
     // Documented: after the end, `Ok(None)` again; after an error, errors (`Corrupt`).
     match end {
         Ok(()) => assert!(matches!(reader.next_record(), Ok(None))),
-        Err(_) => assert!(matches!(reader.next_record(), Err(ShuffleError::Corrupt(_)))),
+        Err(_) => assert!(matches!(
+            reader.next_record(),
+            Err(ShuffleError::Corrupt(_))
+        )),
     }
     assert_eq!(reader.records(), records.len() as u64);
     Outcome { records, end }
@@ -243,7 +249,8 @@ mod model {
 fn encode(records: &Records) -> Vec<u8> {
     let mut w = Writer::new(Vec::new()).expect("Writer::new");
     for (k, v) in records {
-        w.append(k, v).expect("re-encoding records the reader accepted");
+        w.append(k, v)
+            .expect("re-encoding records the reader accepted");
     }
     assert_eq!(w.records(), records.len() as u64);
     w.finish().expect("Writer::finish")
@@ -261,19 +268,30 @@ fn check_single_file(data: &[u8]) -> bool {
     if model.big_claim && data.len() < model::BIG_CLAIM as usize {
         return true;
     }
-    assert_eq!(read_with_reader(Trickle::new(data)), got, "outcome depends on read sizes");
+    assert_eq!(
+        read_with_reader(Trickle::new(data)),
+        got,
+        "outcome depends on read sizes"
+    );
     if got.end.is_err() {
         return false;
     }
     let encoded = encode(&got.records);
     if model.canonical {
-        assert_eq!(encoded, data, "accepted canonical file is not what Writer writes");
+        assert_eq!(
+            encoded, data,
+            "accepted canonical file is not what Writer writes"
+        );
     } else {
         // Non-minimal varints: the canonical form is strictly shorter and means the same.
         assert!(encoded.len() < data.len());
         let again = model::parse(&encoded);
         assert!(again.canonical);
-        assert_eq!(read_with_reader(&encoded[..]), got, "re-encoded file reads differently");
+        assert_eq!(
+            read_with_reader(&encoded[..]),
+            got,
+            "re-encoded file reads differently"
+        );
     }
     false
 }
@@ -330,7 +348,10 @@ fn check_merge<'a, R: Read>(data: &'a [u8], open: impl Fn(&'a [u8]) -> R) {
             Ok(true) => {
                 assert!(!group.is_empty());
                 assert_eq!(group.len(), group.values().len());
-                groups.push((group.key().to_vec(), group.values().map(<[u8]>::to_vec).collect()));
+                groups.push((
+                    group.key().to_vec(),
+                    group.values().map(<[u8]>::to_vec).collect(),
+                ));
             }
             Ok(false) => {
                 assert!(group.is_empty());
@@ -338,7 +359,9 @@ fn check_merge<'a, R: Read>(data: &'a [u8], open: impl Fn(&'a [u8]) -> R) {
             }
             Err(e) => {
                 check_error(e.source_index, &e.error);
-                let again = merger.next_group(&mut group).expect_err("merge used after an error");
+                let again = merger
+                    .next_group(&mut group)
+                    .expect_err("merge used after an error");
                 assert_eq!(again.source_index, e.source_index);
                 return;
             }
@@ -367,7 +390,10 @@ fn check_merge<'a, R: Read>(data: &'a [u8], open: impl Fn(&'a [u8]) -> R) {
             _ => expected.push((k.to_vec(), vec![v.to_vec()])),
         }
     }
-    assert_eq!(groups, expected, "merge output differs from the sorted union");
+    assert_eq!(
+        groups, expected,
+        "merge output differs from the sorted union"
+    );
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -137,7 +137,11 @@ fuzz_target!(|s: Submission| {
     assert_eq!(spec.split_bytes, split);
     assert_eq!(spec.inputs, s.inputs);
     assert!(!s.inputs.is_empty());
-    assert!(s.inputs.iter().all(|p| is_relative_inside(p)), "accepted {:?}", s.inputs);
+    assert!(
+        s.inputs.iter().all(|p| is_relative_inside(p)),
+        "accepted {:?}",
+        s.inputs
+    );
     assert!(!spec.input_files.is_empty());
     assert!(
         spec.input_files.windows(2).all(|w| w[0].0 < w[1].0),
@@ -169,7 +173,10 @@ fuzz_target!(|s: Submission| {
             "accepted input {relative:?} is a secret"
         );
         let meta = std::fs::metadata(&canonical).expect("metadata");
-        assert!(meta.is_file(), "accepted input {relative:?} is not a regular file");
+        assert!(
+            meta.is_file(),
+            "accepted input {relative:?} is not a regular file"
+        );
         assert_eq!(meta.len(), *size, "size of {relative:?}");
         if !dot_allowed {
             assert!(

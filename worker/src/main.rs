@@ -103,5 +103,8 @@ async fn main() -> anyhow::Result<()> {
         },
     };
     runner::run(config, mr_common::shutdown::signal()).await?;
-    Ok(())
+    // The task was handed back and reported; an app still computing on its blocking thread
+    // has nobody to report to, and waiting for it (as dropping the runtime would) could
+    // take up to the task's time limit.
+    std::process::exit(0)
 }
