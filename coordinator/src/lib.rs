@@ -123,8 +123,13 @@ async fn deadline_timer(scheduler: Arc<Scheduler>, mut stop: watch::Receiver<boo
         };
         tokio::select! {
             _ = due => {}
-            _ = scheduler.deadline_set().notified() => continue,
+            // A new deadline or job: recompute. Not a reason to skip a check that is due,
+            // or a steady stream of changes would starve the timeouts.
+            _ = scheduler.deadline_set().notified() => {}
             _ = stop.changed() => return,
+        }
+        if !next.is_some_and(|at| tokio::time::Instant::now() >= at) {
+            continue;
         }
         match scheduler.handle(Event::DeadlineCheck) {
             Ok(Reply::DeadlineChecked { cleanups }) if !cleanups.is_empty() => {

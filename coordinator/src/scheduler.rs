@@ -128,6 +128,8 @@ struct Inner {
     journal: Journal,
     /// The last time any worker called in.
     last_worker_seen: Instant,
+    /// Whether some running job carries a no-worker warning to clear.
+    warned: bool,
     /// Jobs to clean and when.
     cleanups: Vec<(Instant, Cleanup)>,
 }
@@ -162,6 +164,7 @@ impl Scheduler {
             state,
             journal,
             last_worker_seen: now,
+            warned: false,
             cleanups: Vec::new(),
         };
         let scheduler_data = data.clone();
@@ -434,6 +437,9 @@ impl Transition<'_> {
 
     fn worker_seen(&mut self) {
         self.inner.last_worker_seen = self.now;
+        if !std::mem::take(&mut self.inner.warned) {
+            return;
+        }
         for job in self.inner.state.jobs.iter_mut() {
             if !job.warning.is_empty() && !job.state.is_terminal() {
                 job.warning.clear();
@@ -497,7 +503,6 @@ impl Transition<'_> {
             backup,
             at_ms: millis(self.wall),
         })?;
-        self.work_ready = false;
         Ok(Some(assignment))
     }
 
@@ -809,6 +814,7 @@ impl Transition<'_> {
                     waited.as_secs()
                 );
                 tracing::warn!(job_id = %job.id, warning = %job.warning, "job is stuck");
+                self.inner.warned = true;
                 self.touched.push(job.id.clone());
             }
             if let Some(limit) = self.config.fail_without_workers_after
