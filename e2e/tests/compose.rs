@@ -9,6 +9,7 @@
 
 use mr_e2e::{
     assert_same_lines, free_port, lab_inputs, read_output_lines, reference_in, repo_root, tail,
+    write_big_inputs,
 };
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -94,6 +95,8 @@ struct Project {
     compose: Vec<String>,
     /// MR_AUTH_TOKEN of the cluster: every API call but health needs it.
     token: String,
+    /// Settings of this project's own, over the defaults of `command`.
+    settings: Vec<(&'static str, &'static str)>,
     down: bool,
     // Last: removed after the project is down.
     _dir: tempfile::TempDir,
@@ -138,6 +141,7 @@ impl Project {
             data,
             compose: compose_tool(),
             token: format!("t{suffix}{}", rand::rng().random::<u64>()),
+            settings: Vec::new(),
             down: false,
             _dir: dir,
         };
@@ -173,7 +177,8 @@ impl Project {
             .env("MR_TASK_TIME_LIMIT", TASK_TIME_LIMIT)
             .env("MR_AUTH_TOKEN", &self.token)
             .env("MR_LOG_FORMAT", "text")
-            .env("RUST_LOG", "info");
+            .env("RUST_LOG", "info")
+            .envs(self.settings.iter().copied());
         cmd
     }
 
@@ -450,53 +455,6 @@ fn busy_worker(project: &Project, job_id: &str, completed_maps: u64) -> String {
     }
 }
 
-/// Letters for a number (0 → "a", 26 → "ba"): words that differ between repetitions.
-fn tag(mut n: usize) -> String {
-    let mut s = Vec::new();
-    loop {
-        s.push(b'a' + (n % 26) as u8);
-        n /= 26;
-        if n == 0 {
-            break;
-        }
-    }
-    s.reverse();
-    String::from_utf8(s).expect("ascii")
-}
-
-/// Tens of MiB in `input/big/`: the lab texts again and again, each line varied by its
-/// repetition (an extra word, some lines upper-cased or reversed). Returns the names.
-fn write_big_inputs(data: &Path, files: usize, reps_per_file: usize) -> Vec<String> {
-    let mut lab = String::new();
-    for name in lab_inputs() {
-        lab.push_str(&String::from_utf8_lossy(
-            &std::fs::read(data.join(&name)).expect("read a lab text"),
-        ));
-    }
-    std::fs::create_dir_all(data.join("input/big")).expect("mkdir input/big");
-    let mut names = Vec::new();
-    for f in 0..files {
-        let mut out = String::with_capacity(lab.len() * reps_per_file * 11 / 10);
-        for r in 0..reps_per_file {
-            let rep = f * reps_per_file + r;
-            for (i, line) in lab.lines().enumerate() {
-                match (i + rep) % 7 {
-                    0 => out.push_str(&line.to_uppercase()),
-                    1 => out.push_str(&line.split(' ').rev().collect::<Vec<_>>().join(" ")),
-                    _ => out.push_str(line),
-                }
-                out.push(' ');
-                out.push_str(&tag(rep * 13 + i % 11));
-                out.push('\n');
-            }
-        }
-        let name = format!("input/big/part-{f:02}.txt");
-        std::fs::write(data.join(&name), out).expect("write a big input");
-        names.push(name);
-    }
-    names
-}
-
 #[test]
 fn lab_and_big_jobs_are_exact_through_a_kill_and_a_scale_up() {
     let _serial = serial();
@@ -690,4 +648,344 @@ fn a_stopped_worker_hands_its_task_back_at_once_and_exits_0() {
     );
     project.down_leaving_nothing();
     eprintln!("graceful stop test done after {:?}", started.elapsed());
+}
+
+/// A uint64 of grpcurl's JSON (proto3 JSON writes them as strings; absent means 0).
+fn uint(v: &Value) -> u64 {
+    v.as_u64().or_else(|| v.as_str()?.parse().ok()).unwrap_or(0)
+}
+
+/// The attempt with this id, from any task's history.
+fn find_attempt(job: &Value, attempt_id: u64) -> Option<Value> {
+    tasks(job).iter().find_map(|t| {
+        t["history"]
+            .as_array()?
+            .iter()
+            .find(|a| uint(&a["attemptId"]) == attempt_id)
+            .cloned()
+    })
+}
+
+/// A map task running one attempt, and nothing else: (task index, attempt id, worker).
+fn running_map_attempt(project: &Project, job_id: &str) -> (u64, u64, String) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let job = project.get_job(job_id);
+        assert!(!is_terminal(&job), "job ended early: {}", progress(&job));
+        let found = tasks(&job).iter().find_map(|t| {
+            if t["kind"] != "TASK_KIND_MAP" || t["state"] != "TASK_STATE_IN_PROGRESS" {
+                return None;
+            }
+            let history = t["history"].as_array()?;
+            let mut running = history
+                .iter()
+                .filter(|a| a["outcome"] == "ATTEMPT_OUTCOME_RUNNING");
+            let only = running.next()?;
+            if running.next().is_some() {
+                return None;
+            }
+            let worker = only["worker"].as_str()?.to_string();
+            Some((uint(&t["index"]), uint(&only["attemptId"]), worker))
+        });
+        if let Some(found) = found {
+            return found;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no map task in progress: {}",
+            progress(&job)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Polls GetJob until the attempt is no longer running; its outcome.
+fn wait_attempt_end(project: &Project, job_id: &str, attempt_id: u64, timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let job = project.get_job(job_id);
+        let attempt = find_attempt(&job, attempt_id)
+            .unwrap_or_else(|| panic!("no attempt {attempt_id} in job {job_id}"));
+        let outcome = attempt["outcome"].as_str().unwrap_or("").to_string();
+        if outcome != "ATTEMPT_OUTCOME_RUNNING" {
+            return outcome;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "attempt {attempt_id} still runs after {timeout:?}: {}",
+            progress(&job)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Whether a text log line is about this attempt (`attempt=N` as a whole field).
+fn names_attempt(line: &str, attempt_id: u64) -> bool {
+    let field = format!("attempt={attempt_id}");
+    line.match_indices(&field).any(|(at, _)| {
+        !line[at + field.len()..]
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_digit())
+    })
+}
+
+/// Every file under `dir`, recursively, as paths relative to it.
+fn files_under(dir: &Path) -> Vec<String> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if let Ok(rel) = path.strip_prefix(dir) {
+                files.push(rel.display().to_string());
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+/// The lines of a container's logs.
+fn container_logs(id: &str) -> String {
+    let out = run(Command::new("docker").args(["logs", id]));
+    text(&out.stdout) + &text(&out.stderr)
+}
+
+/// Polls a container's logs until a line has `message` and names the attempt; that line.
+fn wait_log_line(
+    what: &str,
+    logs: impl Fn() -> String,
+    message: &str,
+    attempt_id: u64,
+    timeout: Duration,
+) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let logs = logs();
+        if let Some(line) = logs
+            .lines()
+            .find(|l| l.contains(message) && names_attempt(l, attempt_id))
+        {
+            return line.to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no \"{message}\" about attempt {attempt_id} in the {what}'s logs within {timeout:?}:\n{}",
+            tail(&logs, 30)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_partitioned_workers_late_report_is_ignored_and_the_output_is_exact() {
+    let _serial = serial();
+    let started = Instant::now();
+    let Some(mut project) = Project::new("compose partition") else {
+        return;
+    };
+    // The worker's debug lines say when a report fails and is retried.
+    project.settings = vec![
+        ("MR_TASK_TIMEOUT", "2s"),
+        ("RUST_LOG", "info,mr_worker=debug"),
+    ];
+    // Slow maps (1 s each) over the lab texts five times over: 40 tasks, so that the job
+    // most likely still runs when the partitioned worker's report comes, some 25 s on.
+    let mut inputs = lab_inputs();
+    for name in lab_inputs() {
+        let stem = name.strip_suffix(".txt").expect("a .txt");
+        for copy in 2..=5 {
+            let copy = format!("{stem}-{copy}.txt");
+            std::fs::copy(project.data.join(&name), project.data.join(&copy)).expect("copy");
+            inputs.push(copy);
+        }
+    }
+    // The reference runs the maps one after the other (40 s): meanwhile, in the background.
+    let reference = {
+        let (data, inputs) = (project.data.clone(), inputs.clone());
+        std::thread::spawn(move || reference_in(&data, "mtiming", &inputs))
+    };
+    project.up(2, &[]);
+    assert_eq!(project.containers("worker", false).len(), 2, "2 workers");
+    let network = format!("{}_default", project.name);
+    let job_id = project.submit(&json!({
+        "app": "mtiming",
+        "inputs": ["input/pg-*.txt"],
+        "n_reduce": 2,
+    }));
+
+    // Cut a worker off the network while it runs a map task. Should its report have got
+    // through just before the cut, reconnect it and try again with another task.
+    let mut cuts = 0;
+    let (task, attempt_id, worker, container, outcome, cut) = loop {
+        cuts += 1;
+        let (task, attempt_id, worker) = running_map_attempt(&project, &job_id);
+        let container = project.worker_container(&worker);
+        docker(&["network", "disconnect", &network, &container]);
+        let cut = Instant::now();
+        eprintln!(
+            "disconnected {worker} (map-{task}, attempt {attempt_id}) from {network} after {:?}",
+            started.elapsed()
+        );
+        let outcome = wait_attempt_end(&project, &job_id, attempt_id, Duration::from_secs(30));
+        if outcome != "ATTEMPT_OUTCOME_SUCCEEDED" {
+            break (task, attempt_id, worker, container, outcome, cut);
+        }
+        eprintln!("attempt {attempt_id} reported before the cut; reconnecting, trying again");
+        docker(&["network", "connect", &network, &container]);
+        assert!(cuts < 4, "every attempt cut off had reported already");
+    };
+    // No report nor heartbeat: the attempt times out (or a backup copy wins first).
+    assert!(
+        matches!(
+            outcome.as_str(),
+            "ATTEMPT_OUTCOME_TIMED_OUT" | "ATTEMPT_OUTCOME_SUPERSEDED"
+        ),
+        "the partitioned attempt {attempt_id} ended {outcome}"
+    );
+    eprintln!(
+        "attempt {attempt_id}: {outcome} {:?} after the cut",
+        cut.elapsed()
+    );
+
+    // The task runs again on the other worker, which finishes it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let winner = loop {
+        let job = project.get_job(&job_id);
+        let winner = tasks(&job)
+            .iter()
+            .find(|t| t["kind"] == "TASK_KIND_MAP" && uint(&t["index"]) == task)
+            .and_then(|t| {
+                t["history"].as_array()?.iter().find_map(|a| {
+                    (a["outcome"] == "ATTEMPT_OUTCOME_SUCCEEDED")
+                        .then(|| a["worker"].as_str().unwrap_or("").to_string())
+                })
+            });
+        if let Some(winner) = winner {
+            break winner;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "map-{task} not done again: {}",
+            progress(&job)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_ne!(winner, worker, "map-{task} was done by another worker");
+    eprintln!(
+        "map-{task} done by {winner} {:?} after the cut",
+        cut.elapsed()
+    );
+
+    // The partitioned worker finished its map meanwhile; once its connection is known dead
+    // (HTTP/2 keepalive), its report fails and is retried with backoff. Reconnect it then:
+    // before, its hung heartbeat would get an answer on the old connection and the worker
+    // would drop the attempt without reporting.
+    let failed = wait_log_line(
+        "partitioned worker",
+        || container_logs(&container),
+        "report failed; retrying",
+        attempt_id,
+        Duration::from_secs(90),
+    );
+    eprintln!(
+        "the report fails {:?} after the cut: {failed}",
+        cut.elapsed()
+    );
+    // The attempt's files, written under temporary names; none is renamed into place.
+    let attempt_files = || -> Vec<String> {
+        let suffix = format!(".a{attempt_id}.tmp");
+        files_under(&project.data.join("jobs"))
+            .into_iter()
+            .filter(|f| f.ends_with(&suffix))
+            .collect()
+    };
+    // Listed first: if the job still runs after, nothing has swept the job folder yet.
+    let written = attempt_files();
+    let running = state(&project.get_job(&job_id)) == "JOB_STATE_RUNNING";
+    if running {
+        assert!(
+            !written.is_empty(),
+            "the partitioned attempt wrote its files"
+        );
+    }
+    docker(&["network", "connect", &network, &container]);
+    let reconnected = Instant::now();
+
+    // The retried report reaches the coordinator, which ignores it; the worker, told so,
+    // deletes the attempt's files (the coordinator sweeps them too, once the job ends).
+    let ignored = wait_log_line(
+        "coordinator",
+        || project.logs("coordinator"),
+        "late report of a superseded attempt ignored",
+        attempt_id,
+        Duration::from_secs(60),
+    );
+    eprintln!(
+        "late report ignored {:?} after the reconnection: {ignored}",
+        reconnected.elapsed()
+    );
+    wait_log_line(
+        "partitioned worker",
+        || container_logs(&container),
+        "report not accepted",
+        attempt_id,
+        Duration::from_secs(10),
+    );
+    let left = attempt_files();
+    assert!(
+        left.is_empty(),
+        "the files of the ignored attempt are left: {left:?}"
+    );
+    let job = project.get_job(&job_id);
+    eprintln!(
+        "the job {} when the late report came ({})",
+        if running && !is_terminal(&job) {
+            "still ran: the worker removed its files"
+        } else {
+            "had ended: the coordinator swept the files"
+        },
+        progress(&job)
+    );
+
+    let job = project.wait_job(&job_id, Duration::from_secs(180));
+    assert_eq!(state(&job), "JOB_STATE_SUCCEEDED", "{}", progress(&job));
+    assert_eq!(count(&job, "map", "total"), 40, "{}", progress(&job));
+    let attempt = find_attempt(&job, attempt_id).expect("the partitioned attempt");
+    assert_eq!(
+        attempt["outcome"],
+        outcome.as_str(),
+        "the late report changed nothing"
+    );
+    assert_eq!(outputs(&job).len(), 2, "one output per reduce");
+    assert_same_lines(
+        &read_output_lines(&project.data, &outputs(&job)),
+        &reference.join().expect("the reference"),
+        "mtiming with a partitioned worker",
+    );
+    let temps: Vec<String> = files_under(&project.data.join("jobs"))
+        .into_iter()
+        .filter(|f| f.ends_with(".tmp"))
+        .collect();
+    assert!(temps.is_empty(), "temp files left: {temps:?}");
+    assert_eq!(
+        project.containers("worker", false).len(),
+        2,
+        "both workers run"
+    );
+    eprintln!(
+        "the partitioned worker's logs:\n{}",
+        tail(&container_logs(&container), 12)
+    );
+    project.down_leaving_nothing();
+    eprintln!(
+        "partition test done after {:?} ({cuts} cut(s))",
+        started.elapsed()
+    );
 }

@@ -201,11 +201,10 @@ impl Worker {
             }
         };
         let data = self.data.clone();
-        let job = {
+        let mut job = {
             let task = task.clone();
             tokio::task::spawn_blocking(move || run_task(&data, &module, &task))
         };
-        tokio::pin!(job);
         let interval = Duration::from_millis(task.heartbeat_interval_ms.max(100).into());
         let mut heartbeat =
             tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
@@ -217,10 +216,19 @@ impl Worker {
                 }))),
                 _ = heartbeat.tick() => {
                     let request = pb::HeartbeatRequest { worker: self.config.worker_id.clone(), attempt_id };
-                    if let Ok(reply) = self.client.heartbeat(request).await
+                    // Bounded by the interval: a heartbeat stuck on a dead connection must not
+                    // hold back the report of a task that has finished meanwhile.
+                    let reply = tokio::time::timeout(interval, self.client.heartbeat(request)).await;
+                    if let Ok(Ok(reply)) = reply
                         && !reply.into_inner().keep_going
                     {
                         tracing::info!("attempt no longer wanted (reassigned or job ended); dropping it");
+                        // Its files are nobody's once the app is done writing them.
+                        let (data, task) = (self.data.clone(), task.clone());
+                        tokio::spawn(async move {
+                            let _ = job.await;
+                            remove_attempt_files(&data, &task);
+                        });
                         return Next::Continue;
                     }
                 }
