@@ -7,7 +7,7 @@ TARGET   := x86_64-unknown-linux-musl
 RELEASE  := target/$(TARGET)/release
 BINS     := mr-coordinator mr-worker
 
-.PHONY: help setup build apps images test fuzz lint fmt demo demo-local down clean
+.PHONY: help setup build apps images test fuzz lint fmt demo demo-local down clean bench
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -35,6 +35,10 @@ test: build ## Run every test (unit, end-to-end with real processes and containe
 
 fuzz: ## Fuzz each target for FUZZ_SECONDS (default 300)
 	scripts/fuzz.sh $(FUZZ_SECONDS)
+
+bench: build ## Run the benchmarks (figures and targets in BENCHMARKS.md; ~10 min; raw numbers in bench-out/)
+	cargo build --release --locked -p mr-bench
+	$(RELEASE)/mr-bench
 
 lint: setup ## rustfmt and clippy, warnings are errors
 	cargo fmt --all -- --check

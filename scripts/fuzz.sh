@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Runs every cargo-fuzz target in fuzz/ for SECONDS each: scripts/fuzz.sh [SECONDS]
-# (default $FUZZ_SECONDS, else 300). Exits non-zero if a target crashes, panics, leaks
+# (default $FUZZ_SECONDS, else 300; 0 only runs the seeds). Exits non-zero if a target crashes, panics, leaks
 # or runs out of memory; the input that did it is in fuzz/artifacts/<target>/.
 #
 # Installs what it needs when missing (a nightly toolchain, cargo-fuzz). The seeds in
 # fuzz/corpus/<target>/ are read but never added to: new inputs go to a scratch folder.
-# Reproduce a crash:  cd fuzz && cargo +nightly fuzz run <target> artifacts/<target>/<file>
+# Reproduce a crash:  cd fuzz && cargo +nightly fuzz run -O -a <target> artifacts/<target>/<file>
 # Full log of the last run of each target: fuzz/target/logs/<target>.log.
 set -euo pipefail
 
@@ -41,13 +41,15 @@ failed=()
 for t in $targets; do
   mkdir -p "$scratch/$t" "corpus/$t"
   opts=(-max_total_time="$seconds" -rss_limit_mb=512 -max_len=4096 -print_final_stats=1)
+  ((seconds > 0)) || opts+=(-runs=0)
   [[ -f $t.dict ]] && opts+=(-dict="$t.dict")
   log=target/logs/$t.log
   echo "fuzz: $t for ${seconds}s (log: fuzz/$log)"
   if cargo +nightly fuzz run "${build_flags[@]}" "$t" "$scratch/$t" "corpus/$t" -- "${opts[@]}" >"$log" 2>&1; then
     # The last status line (coverage, corpus size, exec/s) and the final stats.
-    grep -E '^#[0-9]+' "$log" | tail -n 1 | sed 's/^/  /'
-    grep -E '^stat::(number_of_executed_units|average_exec_per_sec|peak_rss_mb)' "$log" | sed 's/^/  /'
+    { grep -E '^#[0-9]+' "$log" | tail -n 1
+      grep -E '^stat::(number_of_executed_units|average_exec_per_sec|peak_rss_mb)' "$log"
+    } | sed 's/^/  /' || true
   else
     echo "fuzz: $t FAILED; end of its log:" >&2
     tail -n 60 "$log" >&2

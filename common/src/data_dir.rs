@@ -143,7 +143,11 @@ impl DataDir {
                     message: e.msg.to_string(),
                 })?;
                 for entry in matches {
+                    // `input/.*` also yields `input/.` and `input/..`: not files, never inputs.
                     let Ok(path) = entry else { continue };
+                    if path.file_name().is_none() || path.ends_with(".") {
+                        continue;
+                    }
                     let relative = self.relative_name(&path);
                     let resolved = self.resolve(&field, &relative)?;
                     if resolved.is_file() {

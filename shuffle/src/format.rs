@@ -180,9 +180,16 @@ impl<R: Read> Reader<R> {
     /// A file shorter than the header is [`ShuffleError::Truncated`] if what it has is a
     /// prefix of [`MAGIC`], [`ShuffleError::BadMagic`] otherwise.
     pub fn new(inner: R) -> Result<Self, ShuffleError> {
+        Self::with_buffer(inner, BUF_SIZE)
+    }
+
+    /// As [`Reader::new`], with a read buffer of `capacity` bytes to start with (it grows
+    /// when a record needs more). A merge of thousands of small files reads them with
+    /// small buffers rather than 64 KiB each.
+    pub fn with_buffer(inner: R, capacity: usize) -> Result<Self, ShuffleError> {
         let mut reader = Self {
             inner,
-            buf: vec![0; BUF_SIZE],
+            buf: vec![0; capacity.max(MAGIC.len())],
             pos: 0,
             end: 0,
             hashed: 0,
