@@ -379,8 +379,14 @@ impl<R: Read> Reader<R> {
         if self.end - self.pos >= n {
             return Ok(true);
         }
-        self.make_room(n);
+        self.make_room();
         while self.end - self.pos < n {
+            if self.end == self.buf.len() {
+                // Grow only as bytes actually arrive, doubling: a corrupt length makes the
+                // reader allocate at most about twice what the file really holds.
+                let target = (self.pos + n).min(self.buf.len() * 2);
+                self.buf.resize(target, 0);
+            }
             match self.inner.read(&mut self.buf[self.end..]) {
                 Ok(0) => return Ok(false),
                 Ok(read) => self.end += read,
@@ -393,8 +399,8 @@ impl<R: Read> Reader<R> {
 
     /// Moves what must be kept (the current key, for the order check, and the
     /// unconsumed bytes) to the front of the buffer, checksumming the consumed bytes on
-    /// the way, and grows the buffer if `n` bytes would not fit after `pos`.
-    fn make_room(&mut self, n: usize) {
+    /// the way.
+    fn make_room(&mut self) {
         self.hasher.update(&self.buf[self.hashed..self.pos]);
         let keep_from = if self.records > 0 {
             self.key_start
@@ -412,10 +418,6 @@ impl<R: Read> Reader<R> {
             }
         }
         self.hashed = self.pos;
-        let needed = self.pos + n;
-        if needed > self.buf.len() {
-            self.buf.resize(needed.next_power_of_two(), 0);
-        }
     }
 }
 

@@ -270,3 +270,18 @@ fn a_million_records() {
     }
     assert_eq!(count, n);
 }
+
+/// A 15-byte file claiming a 64 MiB key and value must not make the reader allocate
+/// hundreds of MiB before it finds the file truncated.
+#[test]
+fn a_corrupt_huge_length_is_reported_truncated() {
+    let bytes = [
+        0x4d, 0x52, 0x49, 0x31, 0x02, 0x00, 0x61, 0x81, 0x80, 0x80, 0x20, 0x80, 0x80, 0x80, 0x20,
+    ];
+    let mut reader = mr_shuffle::Reader::new(&bytes[..]).expect("header");
+    assert!(reader.next_record().expect("first record").is_some());
+    assert!(matches!(
+        reader.next_record(),
+        Err(mr_shuffle::ShuffleError::Truncated)
+    ));
+}
