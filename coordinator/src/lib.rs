@@ -128,7 +128,7 @@ async fn deadline_timer(scheduler: Arc<Scheduler>, mut stop: watch::Receiver<boo
             _ = scheduler.deadline_set().notified() => {}
             _ = stop.changed() => return,
         }
-        if !next.is_some_and(|at| tokio::time::Instant::now() >= at) {
+        if next.is_none_or(|at| tokio::time::Instant::now() < at) {
             continue;
         }
         match scheduler.handle(Event::DeadlineCheck) {

@@ -136,6 +136,11 @@ impl AppRuntime {
         // Apps are stripped, so backtraces would be bare function indices: the app's
         // own message (mr.fail) is what helps, and skipping the capture is cheaper.
         config.wasm_backtrace_max_frames(None);
+        // For profiling only: `MR_WASM_PERFMAP=1` writes /tmp/perf-<pid>.map, so that `perf
+        // report` names the apps' functions (see BENCHMARKS.md).
+        if std::env::var_os("MR_WASM_PERFMAP").is_some() {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config).map_err(|e| setup(format!("{e:#}")))?;
         let linker = host_linker(&engine).map_err(|e| setup(format!("{e:#}")))?;
         let ticker = Ticker::start(engine.clone())

@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 /// Bytes of key groups handed to the app per reduce call: few boundary crossings, bounded memory.
 const REDUCE_BATCH_BYTES: usize = 1 << 20;
 const WRITE_BUFFER: usize = 256 << 10;
+/// Read buffers of all a reduce's sources together, at most (but 4 KiB each at least).
+const READ_BUFFERS_TOTAL: usize = 16 << 20;
 
 /// Why a task failed on this worker.
 #[derive(Debug, thiserror::Error)]
@@ -110,22 +112,22 @@ pub fn run_map(
     std::fs::create_dir_all(&dir).map_err(io_error(&dir))?;
     let mut temps = TempFiles(Vec::with_capacity(n_reduce as usize));
     let mut next = order.iter().peekable();
+    // One partition is encoded into a reused buffer and written with one call: the
+    // records are in memory already, and a tiny task then costs no large buffer per file.
+    let mut encoded = Vec::new();
     for y in 0..n_reduce {
         let tmp =
             DataDir::attempt_tmp(&ctx.data.intermediate(ctx.job_id, index, y), ctx.attempt_id);
-        let file = File::create(&tmp).map_err(io_error(&tmp))?;
-        temps.0.push(tmp.clone());
-        let mut writer = Writer::new(BufWriter::with_capacity(WRITE_BUFFER, file))
-            .map_err(|e| shuffle_io(&tmp, e))?;
+        encoded.clear();
+        let mut writer = Writer::new(&mut encoded).map_err(|e| shuffle_io(&tmp, e))?;
         while let Some(&(_, i)) = next.next_if(|(p, _)| *p == y) {
             let (key, value) = output.get(i as usize);
             writer.append(key, value).map_err(|e| shuffle_io(&tmp, e))?;
         }
-        let buffered = writer.finish().map_err(|e| shuffle_io(&tmp, e))?;
-        buffered
-            .into_inner()
-            .map_err(|e| e.into_error())
-            .map_err(io_error(&tmp))?;
+        writer.finish().map_err(|e| shuffle_io(&tmp, e))?;
+        let mut file = File::create(&tmp).map_err(io_error(&tmp))?;
+        temps.0.push(tmp.clone());
+        file.write_all(&encoded).map_err(io_error(&tmp))?;
     }
     temps.keep();
     Ok(TaskStats {
@@ -179,11 +181,20 @@ pub fn run_reduce(
     let mut sources = Vec::with_capacity(ctx.n_map as usize);
     let mut bad = Vec::new();
     let mut first_problem = String::new();
+    // Read buffers: 64 KiB each, less when there are many sources (memory stays bounded
+    // by READ_BUFFERS_TOTAL) or the file is small (a tiny task's file needs no 64 KiB;
+    // one byte more than the file lets the reader see the end in one read).
+    let per_source = (READ_BUFFERS_TOTAL / ctx.n_map.max(1) as usize).clamp(4 << 10, 64 << 10);
     for x in 0..ctx.n_map {
         let path = ctx.data.intermediate(ctx.job_id, x, partition);
+        // The reader buffers by itself: no BufReader (and no second copy) around the file.
         let opened = File::open(&path)
+            .and_then(|f| {
+                let size = usize::try_from(f.metadata()?.len()).unwrap_or(usize::MAX);
+                Ok((f, per_source.min(size.saturating_add(1))))
+            })
             .map_err(ShuffleError::Io)
-            .and_then(|f| Reader::new(BufReader::with_capacity(64 << 10, f)));
+            .and_then(|(f, capacity)| Reader::with_buffer(f, capacity));
         match opened {
             Ok(reader) => sources.push(reader),
             Err(e) => {

@@ -62,7 +62,9 @@ impl Cluster {
         let _ = std::fs::remove_dir_all(data.join(".mr"));
         let _ = std::fs::remove_dir_all(data.join("jobs"));
         let bin = root().join("target/release");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
         let log = |name: &str| -> Res<Stdio> {
             Ok(std::fs::OpenOptions::new()
                 .create(true)
@@ -156,8 +158,8 @@ impl Cluster {
         self.workers
             .iter()
             .map(|w| {
-                let status = std::fs::read_to_string(format!("/proc/{}/status", w.id()))
-                    .unwrap_or_default();
+                let status =
+                    std::fs::read_to_string(format!("/proc/{}/status", w.id())).unwrap_or_default();
                 status
                     .lines()
                     .find_map(|l| l.strip_prefix("VmHWM:"))
@@ -172,7 +174,11 @@ impl Cluster {
         let mut lines: Vec<Vec<u8>> = Vec::new();
         for out in &job.outputs {
             let text = std::fs::read(self.data.join(out))?;
-            lines.extend(text.split(|&b| b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec));
+            lines.extend(
+                text.split(|&b| b == b'\n')
+                    .filter(|l| !l.is_empty())
+                    .map(<[u8]>::to_vec),
+            );
         }
         lines.sort_unstable();
         let mut joined = Vec::new();
@@ -267,7 +273,11 @@ impl Bench {
             median(samples),
             list.join(", ")
         );
-        eprintln!("  {key}: median {:.4} of [{}]", median(samples), list.join(", "));
+        eprintln!(
+            "  {key}: median {:.4} of [{}]",
+            median(samples),
+            list.join(", ")
+        );
     }
 
     fn row(&mut self, figure: &str, measured: String, target: &str, pass: bool) {
@@ -313,7 +323,9 @@ impl Bench {
 }
 
 fn corpus_inputs(n: usize) -> Vec<String> {
-    (0..n).map(|i| format!("input/corpus/c-{i:03}.txt")).collect()
+    (0..n)
+        .map(|i| format!("input/corpus/c-{i:03}.txt"))
+        .collect()
 }
 
 fn prepare(data: &Path, file_mib: u64) -> Res<Vec<String>> {
@@ -397,7 +409,9 @@ async fn run() -> Res<()> {
         for _ in 0..b.runs {
             let (secs, reference) = b.native("small", &small)?;
             native.push(secs);
-            let v = b.cluster_runs(&mut cluster, &small, 4, &reference, 1).await?;
+            let v = b
+                .cluster_runs(&mut cluster, &small, 4, &reference, 1)
+                .await?;
             t2_small.extend(v);
         }
         b.record("throughput_native_s", &native);
@@ -421,11 +435,15 @@ async fn run() -> Res<()> {
     if figures.contains(&2) {
         eprintln!("figure 2: 2000 tiny maps + 8 reduces, 2 workers");
         let tiny = vec!["input/tiny/*.txt".to_string()];
-        let files: Vec<String> = (0..2000).map(|i| format!("input/tiny/t-{i:04}.txt")).collect();
+        let files: Vec<String> = (0..2000)
+            .map(|i| format!("input/tiny/t-{i:04}.txt"))
+            .collect();
         let (_, reference) = b.native("tiny", &files)?;
         let mut cluster = Cluster::start(&data, 2, &b.logs).await?;
         b.warm(&mut cluster, &lab).await?;
-        let secs = b.cluster_runs(&mut cluster, &tiny, 8, &reference, b.runs).await?;
+        let secs = b
+            .cluster_runs(&mut cluster, &tiny, 8, &reference, b.runs)
+            .await?;
         let rates: Vec<f64> = secs.iter().map(|s| 2008.0 / s).collect();
         b.record("scheduling_s", &secs);
         b.record("scheduling_tasks_per_s", &rates);
@@ -444,7 +462,9 @@ async fn run() -> Res<()> {
         let (_, reference) = b.native("lab", &lab)?;
         let mut cluster = Cluster::start(&data, 3, &b.logs).await?;
         b.warm(&mut cluster, &lab).await?;
-        let secs = b.cluster_runs(&mut cluster, &lab, 10, &reference, b.runs.max(5)).await?;
+        let secs = b
+            .cluster_runs(&mut cluster, &lab, 10, &reference, b.runs.max(5))
+            .await?;
         let ms: Vec<f64> = secs.iter().map(|s| s * 1000.0).collect();
         b.record("latency_ms", &ms);
         let m = median(&ms);
@@ -491,12 +511,18 @@ async fn run() -> Res<()> {
         let (_, ref_large) = b.native("large", &large)?;
         let mut one = Cluster::start(&data, 1, &b.logs).await?;
         b.warm(&mut one, &lab).await?;
-        let t1_small = b.cluster_runs(&mut one, &small, 4, &ref_small, b.runs).await?;
-        let t1_large = b.cluster_runs(&mut one, &large, 4, &ref_large, b.runs).await?;
+        let t1_small = b
+            .cluster_runs(&mut one, &small, 4, &ref_small, b.runs)
+            .await?;
+        let t1_large = b
+            .cluster_runs(&mut one, &large, 4, &ref_large, b.runs)
+            .await?;
         drop(one);
         let mut two = Cluster::start(&data, 2, &b.logs).await?;
         b.warm(&mut two, &lab).await?;
-        let t2_large = b.cluster_runs(&mut two, &large, 4, &ref_large, b.runs).await?;
+        let t2_large = b
+            .cluster_runs(&mut two, &large, 4, &ref_large, b.runs)
+            .await?;
         drop(two);
         b.record("scaling_1w_small_s", &t1_small);
         b.record("scaling_1w_large_s", &t1_large);
@@ -569,7 +595,9 @@ async fn run() -> Res<()> {
     let machine = format!(
         "nproc {}, load at end {}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
-        std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim()
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
     );
     let json = format!(
         "{{\n{}  \"machine\": \"{machine}\",\n  \"runs\": {}\n}}\n",

@@ -15,7 +15,10 @@ fn main() {
     let threads: usize = args[1].parse().expect("THREADS is a number");
     let files: Vec<PathBuf> = args[3..].iter().map(PathBuf::from).collect();
     let counts = mr_bench::native_word_count(&files, threads, 8 << 20).expect("read inputs");
-    let mut out = BufWriter::with_capacity(256 << 10, std::fs::File::create(&args[2]).expect("create OUT"));
+    let mut out = BufWriter::with_capacity(
+        256 << 10,
+        std::fs::File::create(&args[2]).expect("create OUT"),
+    );
     mr_bench::write_counts(&mut out, &counts).expect("write OUT");
     out.into_inner().expect("flush OUT");
     println!("{:.6}", started.elapsed().as_secs_f64());
