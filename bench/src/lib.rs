@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -139,28 +139,6 @@ pub fn count_words(text: &[u8], counts: &mut Counts) {
 // ---------------------------------------------------------------------------------------
 // Native word count.
 
-/// Reads the lines of `path` that start in `[offset, offset + length)` (the worker's split
-/// rule), so that no word spans two pieces.
-pub fn read_split(path: &Path, offset: u64, length: u64) -> io::Result<Vec<u8>> {
-    let mut reader = BufReader::with_capacity(256 << 10, File::open(path)?);
-    let mut start = offset;
-    if offset > 0 {
-        reader.seek(SeekFrom::Start(offset - 1))?;
-        let mut skipped = Vec::new();
-        start = offset - 1 + reader.read_until(b'\n', &mut skipped)? as u64;
-    }
-    let end = offset + length;
-    let mut contents = Vec::new();
-    if start >= end {
-        return Ok(contents);
-    }
-    (&mut reader).take(end - start).read_to_end(&mut contents)?;
-    if contents.last().is_some_and(|&b| b != b'\n') {
-        reader.read_until(b'\n', &mut contents)?;
-    }
-    Ok(contents)
-}
-
 /// Counts the words of `files` with `threads` threads, each taking pieces of at most
 /// `piece` bytes from a shared queue, and returns the merged counts sorted by word.
 pub fn native_word_count(
@@ -189,7 +167,7 @@ pub fn native_word_count(
                         let Some(&(path, off, len)) = pieces.get(i) else {
                             return Ok(counts);
                         };
-                        count_words(&read_split(path, off, len)?, &mut counts);
+                        count_words(&mr_worker::tasks::read_split(path, off, len)?, &mut counts);
                     }
                 })
             })
