@@ -8,7 +8,6 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -56,43 +55,7 @@ fn decode(b: &[u8]) -> Option<(char, usize)> {
 }
 
 /// Word counts keyed by the word's bytes.
-pub type Counts = HashMap<Box<[u8]>, u64, BuildHasherDefault<Fx>>;
-
-/// A multiply-rotate hash (rustc's FxHash), fast for short keys.
-#[derive(Default, Clone, Copy)]
-pub struct Fx(u64);
-
-impl Fx {
-    #[inline]
-    fn add(&mut self, w: u64) {
-        self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(0x517c_c1b7_2722_0a95);
-    }
-}
-
-impl Hasher for Fx {
-    #[inline]
-    fn write(&mut self, mut bytes: &[u8]) {
-        while let Some((w, rest)) = bytes.split_first_chunk::<8>() {
-            self.add(u64::from_le_bytes(*w));
-            bytes = rest;
-        }
-        if let Some((w, rest)) = bytes.split_first_chunk::<4>() {
-            self.add(u32::from_le_bytes(*w).into());
-            bytes = rest;
-        }
-        for &b in bytes {
-            self.add(b.into());
-        }
-    }
-    #[inline]
-    fn write_u8(&mut self, b: u8) {
-        self.add(b.into());
-    }
-    #[inline]
-    fn finish(&self) -> u64 {
-        self.0.rotate_left(26)
-    }
-}
+pub type Counts = HashMap<Box<[u8]>, u64, rustc_hash::FxBuildHasher>;
 
 /// Calls `f` for every word of `text`: maximal runs of letters ([`is_letter`]), with
 /// bytes that are not valid UTF-8 separating words.

@@ -8,12 +8,12 @@
 //! cluster is taken down, even when a test fails.
 
 use mr_e2e::{
-    assert_same_lines, free_port, lab_inputs, read_output_lines, reference_in, repo_root, tail,
-    write_big_inputs,
+    assert_same_lines, files_under, free_port, lab_inputs, read_output_lines, reference_in,
+    repo_root, tail, write_big_inputs,
 };
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -728,27 +728,6 @@ fn names_attempt(line: &str, attempt_id: u64) -> bool {
             .next()
             .is_some_and(|c| c.is_ascii_digit())
     })
-}
-
-/// Every file under `dir`, recursively, as paths relative to it.
-fn files_under(dir: &Path) -> Vec<String> {
-    let mut files = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if let Ok(rel) = path.strip_prefix(dir) {
-                files.push(rel.display().to_string());
-            }
-        }
-    }
-    files.sort();
-    files
 }
 
 /// The lines of a container's logs.

@@ -3,8 +3,7 @@
 //! workers at all, a full disk. Every output is compared with the sequential reference.
 
 use mr_e2e::v1 as pb;
-use mr_e2e::{Cluster, ClusterOptions, assert_same_lines, write_big_inputs};
-use std::path::Path;
+use mr_e2e::{Cluster, ClusterOptions, assert_same_lines, files_under, write_big_inputs};
 use std::time::Duration;
 
 const JOB_TIMEOUT: Duration = Duration::from_secs(240);
@@ -24,24 +23,6 @@ fn mr_proto_client(
     channel: tonic::transport::Channel,
 ) -> pb::job_service_client::JobServiceClient<tonic::transport::Channel> {
     pb::job_service_client::JobServiceClient::new(channel)
-}
-
-/// Every file under `dir`, relative, sorted.
-fn files_under(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if let Ok(rel) = path.strip_prefix(dir) {
-                out.push(rel.to_string_lossy().into_owned());
-            }
-        }
-    }
-    out.sort();
-    out
 }
 
 /// Waits (polling, as the coordinator may be away) until `check` holds for the job.
