@@ -81,6 +81,9 @@ pub enum Record {
         kind: StoredKind,
         index: u32,
         attempt_id: u64,
+        /// Map tasks: the partitions it wrote files for, when not all of them.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        partitions: Option<Vec<u32>>,
         at_ms: i64,
     },
     /// An attempt ended without result; `counts` if it counts against the task.

@@ -60,12 +60,15 @@ pub struct Assignment {
     pub kind: TaskKind,
     pub index: u32,
     pub split: Option<Split>,
+    /// Reduce tasks: the map tasks that wrote a file for this partition, ascending.
+    pub map_tasks: Vec<u32>,
 }
 
 /// What a worker reports about an attempt.
 #[derive(Clone, Debug)]
 pub enum TaskResult {
-    Succeeded,
+    /// Map tasks list the partitions they wrote files for, ascending (reduces: empty).
+    Succeeded { partitions: Vec<u32> },
     Failed {
         kind: FailureKind,
         error: String,
@@ -80,11 +83,12 @@ pub enum Event {
     Submit { job_id: JobId, spec: JobSpec },
     /// A worker asks for a task.
     Request { worker: String },
-    /// A worker reports an attempt's outcome.
+    /// A worker reports an attempt's outcome, and may ask for its next task at once.
     Report {
         worker: String,
         attempt_id: AttemptId,
         result: TaskResult,
+        want_next: bool,
     },
     /// A worker says an attempt is still alive.
     Heartbeat { attempt_id: AttemptId },
@@ -116,10 +120,17 @@ pub struct Cleanup {
 pub enum Reply {
     Submitted,
     Task(Option<Assignment>),
-    Report { accepted: bool },
-    Heartbeat { keep_going: bool },
+    Report {
+        accepted: bool,
+        next: Option<Assignment>,
+    },
+    Heartbeat {
+        keep_going: bool,
+    },
     Cancel(CancelOutcome),
-    DeadlineChecked { cleanups: Vec<Cleanup> },
+    DeadlineChecked {
+        cleanups: Vec<Cleanup>,
+    },
 }
 
 /// Mutable scheduling state: the jobs plus what only the live process needs.
@@ -297,20 +308,16 @@ impl Scheduler {
         next
     }
 
-    /// A copy of one job.
-    pub fn job(&self, job_id: &str) -> Option<Job> {
+    /// `f` of one job, under the lock: reading a large job costs no copy of it.
+    pub fn with_job<R>(&self, job_id: &str, f: impl FnOnce(&Job) -> R) -> Option<R> {
         let inner = self.lock();
-        inner
-            .state
-            .by_id
-            .get(job_id)
-            .map(|&i| inner.state.jobs[i].clone())
+        let &i = inner.state.by_id.get(job_id)?;
+        Some(f(&inner.state.jobs[i]))
     }
 
-    /// Copies of every job, newest first.
-    pub fn jobs(&self) -> Vec<Job> {
-        let inner = self.lock();
-        inner.state.jobs.iter().rev().cloned().collect()
+    /// `f` of every job, newest first, under the lock.
+    pub fn map_jobs<R>(&self, f: impl FnMut(&Job) -> R) -> Vec<R> {
+        self.lock().state.jobs.iter().rev().map(f).collect()
     }
 
     /// A receiver that changes whenever the job does.
@@ -331,6 +338,7 @@ impl Scheduler {
 fn files_of(data: &DataDir, job: &Job, task: &Task) -> Vec<std::path::PathBuf> {
     match task.kind {
         TaskKind::Map => (0..job.spec.n_reduce)
+            .filter(|&y| task.wrote_partition(y))
             .map(|y| data.intermediate(&job.id, task.index, y))
             .collect(),
         TaskKind::Reduce => vec![data.output(&job.id, task.index)],
@@ -393,10 +401,16 @@ impl Transition<'_> {
                 worker,
                 attempt_id,
                 result,
+                want_next,
             } => {
                 self.worker_seen();
                 let accepted = self.report(&worker, attempt_id, result)?;
-                Ok(Reply::Report { accepted })
+                let next = if want_next {
+                    self.assign(&worker)?
+                } else {
+                    None
+                };
+                Ok(Reply::Report { accepted, next })
             }
             Event::Heartbeat { attempt_id } => {
                 self.worker_seen();
@@ -479,6 +493,15 @@ impl Transition<'_> {
         let job = &self.inner.state.jobs[job_index];
         let job_id = job.id.clone();
         let task = &job.tasks(kind)[index];
+        let map_tasks = match kind {
+            TaskKind::Map => Vec::new(),
+            TaskKind::Reduce => job
+                .maps
+                .iter()
+                .filter(|m| m.wrote_partition(index as u32))
+                .map(|m| m.index)
+                .collect(),
+        };
         tracing::info!(
             job_id = %job_id, task = %task.label(), attempt = attempt_id, worker, backup,
             input = %task.split.as_ref().map(Split::to_string).unwrap_or_default(),
@@ -493,6 +516,7 @@ impl Transition<'_> {
             kind,
             index: index as u32,
             split: task.split.clone(),
+            map_tasks,
         };
         self.record(Record::TaskAssigned {
             job_id,
@@ -595,14 +619,24 @@ impl Transition<'_> {
             return Ok(false);
         }
         match result {
-            TaskResult::Succeeded => {
-                match self.commit_files(&job_id, at.kind, at.index, attempt_id) {
+            TaskResult::Succeeded { partitions } => {
+                let n_reduce = self.inner.state.jobs[at.job].spec.n_reduce;
+                match self.commit_files(
+                    &job_id,
+                    n_reduce,
+                    at.kind,
+                    at.index,
+                    attempt_id,
+                    &partitions,
+                ) {
                     Ok(()) => {
+                        let all = partitions.len() == n_reduce as usize;
                         self.record(Record::TaskCommitted {
                             job_id: job_id.clone(),
                             kind: at.kind.into(),
                             index: at.index,
                             attempt_id,
+                            partitions: (at.kind == TaskKind::Map && !all).then_some(partitions),
                             at_ms: millis(self.wall),
                         })?;
                         tracing::info!("task finished");
@@ -714,24 +748,32 @@ impl Transition<'_> {
         Ok(())
     }
 
-    /// Renames the attempt's files into place. Under the lock, so that accepting an attempt
-    /// and making its files visible are one step.
+    /// Renames the attempt's files into place (a map's: those of `partitions`). Under the
+    /// lock, so that accepting an attempt and making its files visible are one step.
     fn commit_files(
         &self,
         job_id: &str,
+        n_reduce: u32,
         kind: TaskKind,
         index: u32,
         attempt_id: AttemptId,
+        partitions: &[u32],
     ) -> Result<(), String> {
-        let n_reduce = self
-            .inner
-            .state
-            .by_id
-            .get(job_id)
-            .map(|&i| self.inner.state.jobs[i].spec.n_reduce)
-            .unwrap_or(0);
         let names: Vec<String> = match kind {
-            TaskKind::Map => (0..n_reduce).map(|y| intermediate_name(index, y)).collect(),
+            TaskKind::Map => {
+                if !partitions.windows(2).all(|w| w[0] < w[1])
+                    || partitions.last().is_some_and(|&y| y >= n_reduce)
+                {
+                    return Err(format!(
+                        "the worker reported partitions {partitions:?}, which are not ascending \
+                         partitions of 0..{n_reduce}"
+                    ));
+                }
+                partitions
+                    .iter()
+                    .map(|&y| intermediate_name(index, y))
+                    .collect()
+            }
             TaskKind::Reduce => vec![output_name(index)],
         };
         let dir = self.data.job_dir(job_id);

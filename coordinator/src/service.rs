@@ -58,9 +58,10 @@ impl Services {
         }
     }
 
-    fn job(&self, job_id: &str) -> Result<Job, CoordinatorError> {
+    /// The job as the API shows it, with or without its per-task records.
+    fn job(&self, job_id: &str, detailed: bool) -> Result<pb::Job, CoordinatorError> {
         self.scheduler
-            .job(job_id)
+            .with_job(job_id, |job| job_to_proto(job, detailed))
             .ok_or_else(|| CoordinatorError::UnknownJob {
                 job_id: job_id.to_string(),
             })
@@ -151,20 +152,14 @@ impl JobService for Services {
         &self,
         request: Request<pb::GetJobRequest>,
     ) -> Result<Response<pb::Job>, Status> {
-        let job = self.job(&request.into_inner().job_id)?;
-        Ok(Response::new(job_to_proto(&job, true)))
+        Ok(Response::new(self.job(&request.into_inner().job_id, true)?))
     }
 
     async fn list_jobs(
         &self,
         _request: Request<pb::ListJobsRequest>,
     ) -> Result<Response<pb::ListJobsResponse>, Status> {
-        let jobs = self
-            .scheduler
-            .jobs()
-            .iter()
-            .map(|j| job_to_proto(j, false))
-            .collect();
+        let jobs = self.scheduler.map_jobs(|j| job_to_proto(j, false));
         Ok(Response::new(pb::ListJobsResponse { jobs }))
     }
 
@@ -191,8 +186,7 @@ impl JobService for Services {
             }
             _ => return Err(CoordinatorError::UnknownJob { job_id }.into()),
         }
-        let job = self.job(&job_id)?;
-        Ok(Response::new(job_to_proto(&job, true)))
+        Ok(Response::new(self.job(&job_id, true)?))
     }
 
     type WatchJobStream = Pin<Box<dyn futures::Stream<Item = Result<pb::Job, Status>> + Send>>;
@@ -201,24 +195,27 @@ impl JobService for Services {
         &self,
         request: Request<pb::WatchJobRequest>,
     ) -> Result<Response<Self::WatchJobStream>, Status> {
-        let job_id = request.into_inner().job_id;
+        let pb::WatchJobRequest { job_id, detailed } = request.into_inner();
         let mut changes =
             self.scheduler
                 .watch(&job_id)
                 .ok_or_else(|| CoordinatorError::UnknownJob {
                     job_id: job_id.clone(),
                 })?;
-        let (tx, rx) = mpsc::channel(4);
+        // One update in flight: a slow reader gets the latest state, not a backlog, since
+        // changes that arrive meanwhile fold into the next snapshot.
+        let (tx, rx) = mpsc::channel(1);
         let scheduler = self.scheduler.clone();
         let mut shutdown = self.shutdown.clone();
         tokio::spawn(async move {
             loop {
                 changes.borrow_and_update();
-                let Some(job) = scheduler.job(&job_id) else {
+                let Some((job, ended)) = scheduler.with_job(&job_id, |job| {
+                    (job_to_proto(job, detailed), job.state.is_terminal())
+                }) else {
                     break;
                 };
-                let ended = job.state.is_terminal();
-                if tx.send(Ok(job_to_proto(&job, true))).await.is_err() || ended {
+                if tx.send(Ok(job)).await.is_err() || ended {
                     break;
                 }
                 tokio::select! {
@@ -278,7 +275,9 @@ impl Coordinator for Services {
     ) -> Result<Response<pb::ReportTaskResponse>, Status> {
         let req = request.into_inner();
         let result = match req.result {
-            Some(pb::report_task_request::Result::Succeeded(_)) => TaskResult::Succeeded,
+            Some(pb::report_task_request::Result::Succeeded(succeeded)) => TaskResult::Succeeded {
+                partitions: succeeded.partitions,
+            },
             Some(pb::report_task_request::Result::Failed(failed)) => TaskResult::Failed {
                 kind: failure_kind(failed.kind()),
                 error: failed.error,
@@ -298,10 +297,16 @@ impl Coordinator for Services {
                 worker: req.worker,
                 attempt_id: req.attempt_id,
                 result,
+                want_next: req.want_next,
             })
             .map_err(CoordinatorError::from)?;
-        let accepted = matches!(reply, Reply::Report { accepted: true });
-        Ok(Response::new(pb::ReportTaskResponse { accepted }))
+        let Reply::Report { accepted, next } = reply else {
+            return Ok(Response::new(pb::ReportTaskResponse::default()));
+        };
+        Ok(Response::new(pb::ReportTaskResponse {
+            accepted,
+            next_task: next.map(|a| assignment_to_proto(&a, &self.scheduler)),
+        }))
     }
 
     async fn heartbeat(
@@ -350,7 +355,10 @@ fn assignment_to_proto(a: &Assignment, scheduler: &Scheduler) -> pb::Assignment 
             offset: split.offset,
             length: split.length,
         }),
-        _ => pb::assignment::Task::Reduce(pb::ReduceTask { partition: a.index }),
+        _ => pb::assignment::Task::Reduce(pb::ReduceTask {
+            partition: a.index,
+            map_tasks: a.map_tasks.clone(),
+        }),
     };
     pb::Assignment {
         job_id: a.job_id.clone(),
@@ -377,7 +385,7 @@ fn progress(tasks: &[Task]) -> pb::PhaseProgress {
     }
 }
 
-fn job_to_proto(job: &Job, with_tasks: bool) -> pb::Job {
+fn job_to_proto(job: &Job, detailed: bool) -> pb::Job {
     let state = match job.state {
         JobState::Pending => pb::JobState::Pending,
         JobState::Running => pb::JobState::Running,
@@ -385,14 +393,17 @@ fn job_to_proto(job: &Job, with_tasks: bool) -> pb::Job {
         JobState::Failed => pb::JobState::Failed,
         JobState::Cancelled => pb::JobState::Cancelled,
     };
-    let tasks = if with_tasks {
-        job.maps
+    let (tasks, input_files) = if detailed {
+        let tasks = job.all_tasks().map(task_to_proto).collect();
+        let files = job
+            .spec
+            .input_files
             .iter()
-            .chain(job.reduces.iter())
-            .map(task_to_proto)
-            .collect()
+            .map(|(f, _)| f.clone())
+            .collect();
+        (tasks, files)
     } else {
-        Vec::new()
+        (Vec::new(), Vec::new())
     };
     pb::Job {
         job_id: job.id.clone(),
@@ -407,12 +418,7 @@ fn job_to_proto(job: &Job, with_tasks: bool) -> pb::Job {
         inputs: job.spec.inputs.clone(),
         submitted_at_ms: millis(job.submitted_at),
         finished_at_ms: job.finished_at.map(millis).unwrap_or(0),
-        input_files: job
-            .spec
-            .input_files
-            .iter()
-            .map(|(f, _)| f.clone())
-            .collect(),
+        input_files,
         warning: job.warning.clone(),
     }
 }

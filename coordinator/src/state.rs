@@ -122,6 +122,9 @@ pub struct Task {
     pub attempts: Vec<Attempt>,
     /// Failures that count towards the job's failure limit.
     pub failures: u32,
+    /// A completed map task's partitions that hold records, ascending (it wrote `mr-X-Y`
+    /// for these only); `None` for every partition.
+    pub partitions: Option<Vec<u32>>,
 }
 
 impl Task {
@@ -133,7 +136,15 @@ impl Task {
             split,
             attempts: Vec::new(),
             failures: 0,
+            partitions: None,
         }
+    }
+
+    /// Whether this (completed map) task wrote a file for `partition`.
+    pub fn wrote_partition(&self, partition: u32) -> bool {
+        self.partitions
+            .as_ref()
+            .is_none_or(|p| p.binary_search(&partition).is_ok())
     }
 
     pub fn running(&self) -> impl Iterator<Item = &Attempt> {
@@ -391,11 +402,13 @@ impl State {
                 kind,
                 index,
                 attempt_id,
+                partitions,
                 at_ms,
             } => {
                 let job = self.job_mut(&job_id)?;
                 let task = job.tasks_mut(kind.into()).get_mut(index as usize)?;
                 task.state = TaskState::Completed;
+                task.partitions = partitions;
                 for attempt in &mut task.attempts {
                     if attempt.id == attempt_id {
                         attempt.outcome = AttemptOutcome::Succeeded;

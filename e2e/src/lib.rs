@@ -351,7 +351,8 @@ impl Cluster {
             .job_id
     }
 
-    /// Follows the job with WatchJob until it ends, or panics after `timeout`.
+    /// Follows the job with WatchJob until it ends, then returns it in full (GetJob), or
+    /// panics after `timeout`.
     pub async fn wait(&self, job_id: &str, timeout: Duration) -> pb::Job {
         let watch = async {
             let mut stream = self
@@ -359,15 +360,21 @@ impl Cluster {
                 .await
                 .watch_job(pb::WatchJobRequest {
                     job_id: job_id.into(),
+                    detailed: false,
                 })
                 .await
                 .expect("watch job")
                 .into_inner();
-            let mut last = None;
-            while let Some(job) = stream.message().await.expect("watch stream") {
-                last = Some(job);
-            }
-            last.expect("at least one update")
+            while stream.message().await.expect("watch stream").is_some() {}
+            // Updates carry no per-task records; the ended job with them:
+            self.jobs()
+                .await
+                .get_job(pb::GetJobRequest {
+                    job_id: job_id.into(),
+                })
+                .await
+                .expect("get job")
+                .into_inner()
         };
         match tokio::time::timeout(timeout, watch).await {
             Ok(job) => job,

@@ -119,6 +119,7 @@ async fn bad_requests_get_clear_statuses_and_the_server_stays_healthy() {
         .expect_err("cancel"),
         jobs.watch_job(pb::WatchJobRequest {
             job_id: "nope".into(),
+            detailed: false,
         })
         .await
         .expect_err("watch"),
@@ -210,6 +211,7 @@ async fn a_cancelled_job_stops_and_the_next_one_runs() {
     let mut watch = jobs
         .watch_job(pb::WatchJobRequest {
             job_id: slow.clone(),
+            detailed: false,
         })
         .await
         .expect("watch")
@@ -220,6 +222,23 @@ async fn a_cancelled_job_stops_and_the_next_one_runs() {
         .expect("stream")
         .expect("first update");
     assert_eq!(first.job_id, slow);
+    assert_eq!(first.map.as_ref().map(|m| m.total), Some(8), "progress");
+    assert!(first.tasks.is_empty(), "no per-task records unless asked");
+    let mut detailed = jobs
+        .watch_job(pb::WatchJobRequest {
+            job_id: slow.clone(),
+            detailed: true,
+        })
+        .await
+        .expect("watch with tasks")
+        .into_inner();
+    let tasks = detailed
+        .message()
+        .await
+        .expect("stream")
+        .expect("update")
+        .tasks;
+    assert_eq!(tasks.len(), 8 + 2, "every task's record when asked");
     let cancelled = jobs
         .cancel_job(pb::CancelJobRequest {
             job_id: slow.clone(),
@@ -299,4 +318,60 @@ async fn reflection_lists_both_services_and_health_serves() {
         .output()
         .expect("run health");
     assert!(!unhealthy.status.success(), "no coordinator there");
+}
+
+/// Cancelling a job stops its apps where they run: the worker hears it at its next
+/// heartbeat and the app ends at the next epoch tick, not at its 60 s time limit.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cancelled_jobs_running_app_stops_at_once() {
+    let cluster = Cluster::start(ClusterOptions {
+        workers: 1,
+        // Heartbeats every second.
+        task_timeout: "3s".into(),
+        ..Default::default()
+    })
+    .await;
+    let job_id = cluster
+        .submit("loop_forever", &["input/pg-grimm.txt".into()], 1)
+        .await;
+    let mut jobs = cluster.jobs().await;
+    let started = std::time::Instant::now();
+    loop {
+        let job = jobs
+            .get_job(pb::GetJobRequest {
+                job_id: job_id.clone(),
+            })
+            .await
+            .expect("get")
+            .into_inner();
+        if job.map.as_ref().is_some_and(|m| m.in_progress > 0) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no map started"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    jobs.cancel_job(pb::CancelJobRequest { job_id })
+        .await
+        .expect("cancel");
+    let cancelled = std::time::Instant::now();
+    let stopped = loop {
+        let events = mr_e2e::log_events(
+            &cluster.worker_log(0),
+            "dropped attempt stopped; its files removed",
+        );
+        if let Some(event) = events.first() {
+            break event["fields"]["after_ms"].as_u64().expect("after_ms");
+        }
+        assert!(
+            cancelled.elapsed() < Duration::from_secs(30),
+            "the app still runs 30 s after the cancel; worker log:\n{}",
+            mr_e2e::tail(&cluster.worker_log(0), 20)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // Its 60 s time limit would have stopped it only after 60 s.
+    assert!(stopped < 30_000, "stopped {stopped} ms after the drop");
 }

@@ -59,6 +59,69 @@ async fn wc_with_small_splits_counts_words_on_split_boundaries_once() {
     );
 }
 
+/// The lab's `ihash`, written out here (FNV-1a, 31 bits) so the test does not trust the
+/// code under test to say where a key goes.
+fn lab_partition(key: &str, n_reduce: u32) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in key.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    (h & 0x7fff_ffff) % n_reduce
+}
+
+/// A map task writes `mr-X-Y` only for the partitions its records fall in, and the reduces
+/// read exactly those: with one word per input, each map leaves one file, and no task has
+/// to run twice for a file it was told to read but that was never written.
+#[tokio::test(flavor = "multi_thread")]
+async fn maps_write_files_only_for_partitions_that_hold_records() {
+    let cluster = Cluster::start(ClusterOptions {
+        workers: 2,
+        // Keep the intermediates after the job, to look at them.
+        coordinator_args: vec!["--intermediate-retention".into(), "1h".into()],
+        ..Default::default()
+    })
+    .await;
+    let words = [
+        "apple", "banana", "cherry", "damson", "elder", "fig", "grape", "hazel",
+    ];
+    let dir = cluster.data.join("input/one-word");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let mut inputs = Vec::new();
+    for (i, word) in words.iter().cycle().take(24).enumerate() {
+        let name = format!("input/one-word/w-{i:02}.txt");
+        std::fs::write(cluster.data.join(&name), format!("{word} {word}\n")).expect("write");
+        inputs.push(name);
+    }
+    let n_reduce = 8;
+    let job_id = cluster
+        .submit("wc", &["input/one-word/*.txt".into()], n_reduce)
+        .await;
+    let job = cluster.wait(&job_id, JOB_TIMEOUT).await;
+    assert_eq!(job.state(), pb::JobState::Succeeded, "{}", job.error);
+    assert_same_lines(
+        &cluster.output_lines(&job),
+        &cluster.reference("wc", &inputs),
+        "wc over one-word files",
+    );
+    let mut expected: Vec<String> = inputs
+        .iter()
+        .enumerate()
+        .map(|(x, _)| format!("mr-{x}-{}", lab_partition(words[x % words.len()], n_reduce)))
+        .collect();
+    expected.extend((0..n_reduce).map(|y| format!("mr-out-{y}")));
+    expected.sort();
+    let mut found: Vec<String> = std::fs::read_dir(cluster.data.join("jobs").join(&job_id))
+        .expect("job folder")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    found.sort();
+    assert_eq!(found, expected, "files in the job folder");
+    for task in &job.tasks {
+        assert_eq!(task.attempts, 1, "task {:?} {}", task.kind(), task.index);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn indexer_matches_the_sequential_reference() {
     let cluster = Cluster::start(ClusterOptions::default()).await;

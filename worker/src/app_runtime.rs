@@ -14,25 +14,30 @@
 //!   than fuel metering, and the deadline stays in wall-clock time, as the lab's tasks'.
 //! - Compiled modules are cached by their sha256, so a job's thousands of tasks compile
 //!   the app once per worker.
-//! - A map call gets a fresh instance (fresh memory): no state leaks between tasks, and
+//! - A map call gets a fresh instance (zeroed memory): no state leaks between tasks, and
 //!   a 16 MiB split's garbage is dropped with the instance. A reduce task keeps one
 //!   instance for all its batches, because instantiating per key would cost more than
 //!   most reduce functions.
 //! - Every call is synchronous and may block for up to its time limit (`sleep_ms`
-//!   sleeps the thread): async callers run it on a blocking thread.
+//!   sleeps the thread): async callers run it on a blocking thread, and stop a call they
+//!   no longer want with a [`CancelToken`] (checked at every tick, in `sleep_ms` too).
+//! - Instances come from wasmtime's pooling allocator: a map task's fresh instance reuses
+//!   a slot's mapping instead of mmap/munmap per task.
 //! - Errors are classified by what the host saw (its own deadline check, its memory
 //!   limiter, the app's `mr.fail`), not by parsing wasmtime's messages.
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use wasmtime::{
-    Caller, Config, Engine, Extern, ExternType, InstancePre, Linker, Memory, Module,
-    ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap, TypedFunc, UpdateDeadline,
+    Caller, Config, Engine, Extern, ExternType, InstanceAllocationStrategy, InstancePre, Linker,
+    Memory, Module, PoolingAllocationConfig, ResourceLimiter, Store, StoreLimits,
+    StoreLimitsBuilder, Trap, TypedFunc, UpdateDeadline,
 };
 
 /// The app ABI version this host speaks (`mr_abi_version()` must return it).
@@ -47,6 +52,13 @@ const MAX_MESSAGE: usize = 4096;
 /// An instance logging in a loop must not flood the worker's log.
 const MAX_LOGS_PER_INSTANCE: u32 = 1000;
 
+/// Instances that may exist at once in one worker: the running task's, plus those of
+/// dropped attempts still winding down (each until its time limit at most).
+const POOL_SLOTS: u32 = 64;
+
+/// Bytes of each pooled memory (and table) kept mapped and zeroed with memset on reuse.
+const KEEP_RESIDENT: usize = 2 << 20;
+
 /// The functions of import module "mr", the only imports an app may have.
 const HOST_FUNCTIONS: [&str; 4] = ["log", "fail", "random_u64", "sleep_ms"];
 
@@ -57,6 +69,21 @@ pub struct Limits {
     pub time: Duration,
     /// Cap on the app's linear memory (input and output buffers included).
     pub memory_bytes: u64,
+}
+
+/// Stops an app from outside, for an attempt the coordinator no longer wants: once set,
+/// the app's next epoch tick ends its call with [`AppError::Cancelled`].
+#[derive(Clone, Debug, Default)]
+pub struct CancelToken(Arc<AtomicBool>);
+
+impl CancelToken {
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
 }
 
 /// Why an app call failed. Every message names the app.
@@ -78,6 +105,9 @@ pub enum AppError {
     /// The app tried to grow its memory past the limit.
     #[error("app `{app}` exceeded its memory limit of {limit_bytes} bytes")]
     MemoryLimit { app: String, limit_bytes: u64 },
+    /// The call was stopped through its [`CancelToken`]: nobody wants its result.
+    #[error("app `{app}` was stopped: its attempt is no longer wanted")]
+    Cancelled { app: String },
 }
 
 // ---------------------------------------------------------------------------------------
@@ -133,6 +163,17 @@ impl AppRuntime {
         // No memfd-backed memory images: the worker then creates no hidden files, so a full
         // disk (or a file size limit) hits only the task's own writes, with their names.
         config.memory_init_cow(false);
+        // Instances come from a small pool of pre-reserved slots, and a slot's first pages
+        // stay mapped and are zeroed in place when it is freed: a tiny task then costs no
+        // mmap/munmap (and no TLB shootdown across threads), nor fresh page faults.
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_core_instances(POOL_SLOTS)
+            .total_memories(POOL_SLOTS)
+            .total_tables(POOL_SLOTS)
+            .max_unused_warm_slots(POOL_SLOTS)
+            .linear_memory_keep_resident(KEEP_RESIDENT)
+            .table_keep_resident(KEEP_RESIDENT);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         // Apps are stripped, so backtraces would be bare function indices: the app's
         // own message (mr.fail) is what helps, and skipping the capture is cheaper.
         config.wasm_backtrace_max_frames(None);
@@ -185,6 +226,7 @@ impl AppRuntime {
         let loaded = AppModule {
             name: app.into(),
             pre,
+            cancel: None,
             _ticker: self.ticker.clone(),
         };
         // Two tasks may have compiled the same app at once: either result will do.
@@ -260,11 +302,13 @@ struct HostState {
     limiter: Limiter,
     cause: Option<Cause>,
     logs: u32,
+    cancel: Option<CancelToken>,
 }
 
 /// A failure seen by the host itself, which is more precise than the trap it raises.
 enum Cause {
     TimeLimit,
+    Cancelled,
     AppFailed(String),
     Abi(String),
 }
@@ -356,15 +400,33 @@ fn host_linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
         "sleep_ms",
         |mut caller: Caller<'_, HostState>, ms: i32| -> wasmtime::Result<()> {
             let ms = u64::try_from(ms).unwrap_or(0);
-            let now = Instant::now();
             let deadline = caller.data().deadline;
-            let wake = now.checked_add(Duration::from_millis(ms));
-            if wake.is_some_and(|wake| wake <= deadline) {
-                std::thread::sleep(Duration::from_millis(ms));
+            // Sleeping past the deadline would only delay the verdict.
+            let (wake, in_time) = match Instant::now().checked_add(Duration::from_millis(ms)) {
+                Some(wake) if wake <= deadline => (wake, true),
+                _ => (deadline, false),
+            };
+            // In slices of a tick, so that a cancelled attempt stops as soon as a computing
+            // one does.
+            loop {
+                if caller
+                    .data()
+                    .cancel
+                    .as_ref()
+                    .is_some_and(CancelToken::is_cancelled)
+                {
+                    caller.data_mut().cause = Some(Cause::Cancelled);
+                    return Err(wasmtime::Error::msg("cancelled in mr.sleep_ms"));
+                }
+                let left = wake.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                std::thread::sleep(left.min(TICK));
+            }
+            if in_time {
                 return Ok(());
             }
-            // Sleeping past the deadline would only delay the verdict.
-            std::thread::sleep(deadline.saturating_duration_since(now));
             caller.data_mut().cause = Some(Cause::TimeLimit);
             Err(wasmtime::Error::msg("time limit reached in mr.sleep_ms"))
         },
@@ -414,6 +476,8 @@ fn guest_slice(memory: &[u8], ptr: u32, len: u32) -> Option<&[u8]> {
 pub struct AppModule {
     name: Arc<str>,
     pre: InstancePre<HostState>,
+    /// Set for one task's use of the module: stops its calls when cancelled.
+    cancel: Option<CancelToken>,
     /// Keeps the epoch ticking while the module can run, even without its runtime:
     /// without ticks, no deadline would ever fire.
     _ticker: Arc<Ticker>,
@@ -440,6 +504,14 @@ impl AppModule {
     /// The app's name, as given to [`AppRuntime::load`].
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// This module, its calls stopped (at the next epoch tick) once `token` is cancelled.
+    pub fn with_cancel(&self, token: CancelToken) -> Self {
+        Self {
+            cancel: Some(token),
+            ..self.clone()
+        }
     }
 
     fn named(mut self, app: &str) -> Self {
@@ -501,12 +573,22 @@ impl AppModule {
             },
             cause: None,
             logs: 0,
+            cancel: self.cancel.clone(),
         };
         let mut store = Store::new(self.pre.module().engine(), state);
         store.limiter(|state| &mut state.limiter);
         // Consulted at every tick: the wall clock, not a tick count, decides, so a late
         // or skipped tick cannot stretch or shrink the limit.
         store.epoch_deadline_callback(|mut ctx| {
+            if ctx
+                .data()
+                .cancel
+                .as_ref()
+                .is_some_and(CancelToken::is_cancelled)
+            {
+                ctx.data_mut().cause = Some(Cause::Cancelled);
+                return Err(wasmtime::Error::msg("cancelled"));
+            }
             if Instant::now() < ctx.data().deadline {
                 return Ok(UpdateDeadline::Continue(1));
             }
@@ -627,6 +709,7 @@ fn classify(
                 limit: limits.time,
             };
         }
+        Some(Cause::Cancelled) => return AppError::Cancelled { app },
         Some(Cause::AppFailed(message)) => return AppError::Trap { app, message },
         Some(Cause::Abi(message)) => return AppError::Abi { app, message },
         None => {}

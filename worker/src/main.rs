@@ -57,7 +57,9 @@ enum Command {
     },
 }
 
-#[tokio::main]
+// One thread runs the worker's loop, its RPCs and heartbeats (tasks run on a blocking
+// thread): a task's report and the next request then cost no hand-offs between threads.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     telemetry::init(cli.log_format);

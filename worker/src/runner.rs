@@ -5,7 +5,7 @@
 //! The worker holds no job state: everything it needs arrives with the assignment, and
 //! everything it produces is a file the coordinator may or may not accept.
 
-use crate::app_runtime::{AppError, AppModule, AppRuntime, Limits};
+use crate::app_runtime::{AppError, AppModule, AppRuntime, CancelToken, Limits};
 use crate::tasks::{self, TaskContext, TaskError, TaskStats};
 use mr_common::DataDir;
 use mr_common::security::{BearerToken, ClientTls};
@@ -93,9 +93,10 @@ struct Worker {
     client: CoordinatorClient<InterceptedService<Channel, BearerToken>>,
 }
 
-/// Whether the worker should go on after a task.
+/// Whether the worker should go on after a task, and with which task if the coordinator
+/// handed one out with the report's reply.
 enum Next {
-    Continue,
+    Continue(Option<pb::Assignment>),
     Stop,
 }
 
@@ -135,7 +136,15 @@ impl Worker {
         tracing::info!(worker = %self.config.worker_id, coordinator = %self.config.coordinator, "worker started");
         let mut backoff = Backoff::new();
         let mut unreachable_since: Option<Instant> = None;
+        let mut next_task: Option<pb::Assignment> = None;
         loop {
+            if let Some(task) = next_task.take() {
+                match self.execute(task, shutdown.as_mut()).await {
+                    Next::Continue(next) => next_task = next,
+                    Next::Stop => break,
+                }
+                continue;
+            }
             let request = pb::RequestTaskRequest {
                 worker: self.config.worker_id.clone(),
                 wait_ms: self.config.poll_wait.as_millis() as u32,
@@ -166,11 +175,7 @@ impl Worker {
                         tracing::info!(after = ?since.elapsed(), "coordinator reachable again");
                     }
                     backoff.reset();
-                    if let Some(task) = response.into_inner().task
-                        && let Next::Stop = self.execute(task, shutdown.as_mut()).await
-                    {
-                        break;
-                    }
+                    next_task = response.into_inner().task;
                 }
             }
         }
@@ -196,13 +201,13 @@ impl Worker {
         let module = match self.module(&task).await {
             Ok(module) => module,
             Err(error) => {
-                self.report(&task, Err(TaskError::App(error))).await;
-                return Next::Continue;
+                return Next::Continue(self.report(&task, Err(TaskError::App(error))).await);
             }
         };
         let data = self.data.clone();
+        let cancel = CancelToken::default();
         let mut job = {
-            let task = task.clone();
+            let (task, module) = (task.clone(), module.with_cancel(cancel.clone()));
             tokio::task::spawn_blocking(move || run_task(&data, &module, &task))
         };
         let interval = Duration::from_millis(task.heartbeat_interval_ms.max(100).into());
@@ -222,23 +227,27 @@ impl Worker {
                     if let Ok(Ok(reply)) = reply
                         && !reply.into_inner().keep_going
                     {
-                        tracing::info!("attempt no longer wanted (reassigned or job ended); dropping it");
-                        // Its files are nobody's once the app is done writing them.
+                        tracing::info!("attempt no longer wanted (reassigned or job ended); stopping it");
+                        cancel.cancel();
+                        // Its files are nobody's once the app has stopped writing them.
                         let (data, task) = (self.data.clone(), task.clone());
+                        let dropped_at = Instant::now();
                         tokio::spawn(async move {
                             let _ = job.await;
                             remove_attempt_files(&data, &task);
-                        });
-                        return Next::Continue;
+                            tracing::info!(after_ms = dropped_at.elapsed().as_millis() as u64, "dropped attempt stopped; its files removed");
+                        }.in_current_span());
+                        return Next::Continue(None);
                     }
                 }
                 _ = shutdown.as_mut() => {
                     tracing::info!("shutting down: handing the task back");
+                    cancel.cancel();
                     self.send_report(&task, pb::report_task_request::Result::Failed(pb::TaskFailed {
                         kind: pb::FailureKind::Abandoned.into(),
                         error: format!("worker {} shut down", self.config.worker_id),
                         bad_map_tasks: Vec::new(),
-                    }), 1).await;
+                    }), 1, false).await;
                     return Next::Stop;
                 }
             }
@@ -257,8 +266,7 @@ impl Worker {
             ),
             Err(error) => tracing::warn!(error = %error, "task failed"),
         }
-        self.report(&task, result).await;
-        Next::Continue
+        Next::Continue(self.report(&task, result).await)
     }
 
     /// The app's compiled module, from the cache or fetched from the coordinator by hash.
@@ -293,11 +301,17 @@ impl Worker {
             .map_err(|e| fetch_error(format!("compiling: {e}")))?
     }
 
-    async fn report(&mut self, task: &pb::Assignment, result: Result<TaskStats, TaskError>) {
+    /// Reports the attempt's outcome; returns the next task if the coordinator had one.
+    async fn report(
+        &mut self,
+        task: &pb::Assignment,
+        result: Result<TaskStats, TaskError>,
+    ) -> Option<pb::Assignment> {
         let result = match result {
             Ok(stats) => pb::report_task_request::Result::Succeeded(pb::TaskSucceeded {
                 records_in: stats.records_in,
                 records_out: stats.records_out,
+                partitions: stats.partitions,
             }),
             Err(error) => {
                 let (kind, bad_map_tasks) = match &error {
@@ -322,30 +336,35 @@ impl Worker {
         };
         // A report is worth retrying through a short coordinator outage; past that the
         // attempt has timed out anyway and the task runs elsewhere.
-        self.send_report(task, result, 8).await;
+        self.send_report(task, result, 8, true).await
     }
 
+    /// Sends a report, trying up to `tries` times; with `want_next`, returns the next task
+    /// the coordinator handed out in its reply.
     async fn send_report(
         &mut self,
         task: &pb::Assignment,
         result: pb::report_task_request::Result,
         tries: u32,
-    ) {
+        want_next: bool,
+    ) -> Option<pb::Assignment> {
         let request = pb::ReportTaskRequest {
             worker: self.config.worker_id.clone(),
             job_id: task.job_id.clone(),
             attempt_id: task.attempt_id,
             result: Some(result),
+            want_next,
         };
         let mut backoff = Backoff::new();
         for attempt in 1..=tries {
             match self.client.report_task(request.clone()).await {
                 Ok(reply) => {
-                    if !reply.into_inner().accepted {
+                    let reply = reply.into_inner();
+                    if !reply.accepted {
                         tracing::info!("report not accepted: the attempt was superseded");
                         remove_attempt_files(&self.data, task);
                     }
-                    return;
+                    return reply.next_task;
                 }
                 Err(status) if attempt < tries => {
                     tracing::debug!(error = %status.message(), "report failed; retrying");
@@ -356,6 +375,7 @@ impl Worker {
                 }
             }
         }
+        None
     }
 }
 
@@ -400,7 +420,6 @@ fn run_task(
         data,
         job_id: &task.job_id,
         attempt_id: task.attempt_id,
-        n_map: task.n_map,
         n_reduce: task.n_reduce,
         limits: Limits {
             time: Duration::from_millis(task.time_limit_ms),
@@ -411,7 +430,9 @@ fn run_task(
         Some(pb::assignment::Task::Map(m)) => {
             tasks::run_map(&ctx, module, m.index, &m.path, m.offset, m.length)
         }
-        Some(pb::assignment::Task::Reduce(r)) => tasks::run_reduce(&ctx, module, r.partition),
+        Some(pb::assignment::Task::Reduce(r)) => {
+            tasks::run_reduce(&ctx, module, r.partition, &r.map_tasks)
+        }
         None => Err(TaskError::App(AppError::Abi {
             app: task.app.clone(),
             message: "the assignment names no task".into(),

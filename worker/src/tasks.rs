@@ -1,9 +1,11 @@
 //! One map or reduce task: the file work around the app.
 //!
 //! A map task reads its split (whole lines only), calls the app once, sorts the records per
-//! reduce partition and writes one intermediate file per partition. A reduce task merges
-//! the partition's intermediate files as sorted streams, calls the app on batches of key
-//! groups and writes `key value` lines. Every file is written under the attempt's temp
+//! reduce partition and writes one intermediate file per partition that has records (an
+//! empty partition gets no file: a tiny task then creates, and the coordinator renames, only
+//! what holds data). A reduce task merges the intermediate files the coordinator lists for
+//! its partition as sorted streams, calls the app on batches of key groups and writes
+//! `key value` lines. Every file is written under the attempt's temp
 //! name; the coordinator renames it into place if, and only if, it accepts the attempt.
 
 use crate::app_runtime::{AppError, AppModule, Limits, ReduceBatch};
@@ -47,11 +49,13 @@ fn io_error(path: &Path) -> impl FnOnce(io::Error) -> TaskError + '_ {
     }
 }
 
-/// Counts for the report and the log.
-#[derive(Clone, Copy, Debug, Default)]
+/// Counts for the report and the log, and what a map task wrote.
+#[derive(Clone, Debug, Default)]
 pub struct TaskStats {
     pub records_in: u64,
     pub records_out: u64,
+    /// Map tasks: the partitions that got a file, ascending.
+    pub partitions: Vec<u32>,
 }
 
 /// What every task of one attempt needs to know.
@@ -59,7 +63,6 @@ pub struct TaskContext<'a> {
     pub data: &'a DataDir,
     pub job_id: &'a str,
     pub attempt_id: u64,
-    pub n_map: u32,
     pub n_reduce: u32,
     pub limits: Limits,
 }
@@ -108,14 +111,13 @@ pub fn run_map(
             .then_with(|| output.get(a.1 as usize).0.cmp(output.get(b.1 as usize).0))
     });
 
-    let dir = ctx.data.job_dir(ctx.job_id);
-    std::fs::create_dir_all(&dir).map_err(io_error(&dir))?;
     let mut temps = TempFiles(Vec::with_capacity(n_reduce as usize));
+    let mut partitions = Vec::new();
     let mut next = order.iter().peekable();
     // One partition is encoded into a reused buffer and written with one call: the
     // records are in memory already, and a tiny task then costs no large buffer per file.
     let mut encoded = Vec::new();
-    for y in 0..n_reduce {
+    while let Some(&&(y, _)) = next.peek() {
         let tmp =
             DataDir::attempt_tmp(&ctx.data.intermediate(ctx.job_id, index, y), ctx.attempt_id);
         encoded.clear();
@@ -128,11 +130,13 @@ pub fn run_map(
         let mut file = File::create(&tmp).map_err(io_error(&tmp))?;
         temps.0.push(tmp.clone());
         file.write_all(&encoded).map_err(io_error(&tmp))?;
+        partitions.push(y);
     }
     temps.keep();
     Ok(TaskStats {
         records_in: 1,
         records_out: output.len() as u64,
+        partitions,
     })
 }
 
@@ -172,20 +176,22 @@ pub fn read_split(path: &Path, offset: u64, length: u64) -> io::Result<Vec<u8>> 
     Ok(contents)
 }
 
-/// Runs reduce task `partition`: merges `mr-X-partition` for every map task X.
+/// Runs reduce task `partition`: merges `mr-X-partition` for every map task X in
+/// `map_tasks` (those that wrote records for it).
 pub fn run_reduce(
     ctx: &TaskContext<'_>,
     app: &AppModule,
     partition: u32,
+    map_tasks: &[u32],
 ) -> Result<TaskStats, TaskError> {
-    let mut sources = Vec::with_capacity(ctx.n_map as usize);
+    let mut sources = Vec::with_capacity(map_tasks.len());
     let mut bad = Vec::new();
     let mut first_problem = String::new();
     // Read buffers: 64 KiB each, less when there are many sources (memory stays bounded
     // by READ_BUFFERS_TOTAL) or the file is small (a tiny task's file needs no 64 KiB;
     // one byte more than the file lets the reader see the end in one read).
-    let per_source = (READ_BUFFERS_TOTAL / ctx.n_map.max(1) as usize).clamp(4 << 10, 64 << 10);
-    for x in 0..ctx.n_map {
+    let per_source = (READ_BUFFERS_TOTAL / map_tasks.len().max(1)).clamp(4 << 10, 64 << 10);
+    for &x in map_tasks {
         let path = ctx.data.intermediate(ctx.job_id, x, partition);
         // The reader buffers by itself: no BufReader (and no second copy) around the file.
         let opened = File::open(&path)
@@ -212,7 +218,7 @@ pub fn run_reduce(
         });
     }
     let bad_source = |e: mr_shuffle::MergeError| TaskError::BadIntermediate {
-        maps: vec![e.source_index as u32],
+        maps: map_tasks.get(e.source_index).into_iter().copied().collect(),
         message: e.to_string(),
     };
     let mut merger = Merger::new(sources).map_err(bad_source)?;

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mr_worker::app_runtime::{
-    AppError, AppModule, AppRuntime, Limits, MapOutput, ReduceBatch, Reducer,
+    AppError, AppModule, AppRuntime, CancelToken, Limits, MapOutput, ReduceBatch, Reducer,
 };
 use sha2::{Digest, Sha256};
 
@@ -667,4 +667,39 @@ fn app_log_messages_reach_the_worker_log() {
     let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     assert!(log.contains("hello from the app"), "{log}");
     assert!(log.contains(" app:") && log.contains("chatty"), "{log}");
+}
+
+/// A cancelled call stops at the next epoch tick, long before its time limit: a dropped
+/// attempt does not keep a core busy until then.
+#[test]
+fn a_cancelled_call_stops_at_once() {
+    let rt = AppRuntime::new().unwrap();
+    let token = CancelToken::default();
+    let app = load(&rt, "loop_forever").with_cancel(token.clone());
+    let limits = Limits {
+        time: Duration::from_secs(120),
+        memory_bytes: 64 << 20,
+    };
+    let canceller = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        token.cancel();
+    });
+    let err = app.map(&limits, "input/x", b"data").unwrap_err();
+    canceller.join().unwrap();
+    assert_eq!(
+        err,
+        AppError::Cancelled {
+            app: "loop_forever".into()
+        }
+    );
+    // Another use of the same module is not affected.
+    let other = load(&rt, "loop_forever");
+    let short = Limits {
+        time: Duration::from_millis(100),
+        ..limits
+    };
+    assert!(matches!(
+        other.map(&short, "input/x", b"data"),
+        Err(AppError::TimeLimit { .. })
+    ));
 }

@@ -1,0 +1,168 @@
+//! The worker protocol over real gRPC, with the test in the worker's seat: the next task can
+//! ride on a report's reply, and a report that lists impossible partitions is refused as
+//! the attempt's failure, not committed.
+
+use mr_e2e::v1 as pb;
+use mr_e2e::v1::coordinator_client::CoordinatorClient;
+use mr_e2e::{Cluster, ClusterOptions};
+
+const WORKER: &str = "hand-driven";
+
+async fn coordinator(cluster: &Cluster) -> CoordinatorClient<tonic::transport::Channel> {
+    CoordinatorClient::new(cluster.channel().await.expect("connect"))
+}
+
+async fn next_task(client: &mut CoordinatorClient<tonic::transport::Channel>) -> pb::Assignment {
+    client
+        .request_task(pb::RequestTaskRequest {
+            worker: WORKER.into(),
+            wait_ms: 5_000,
+        })
+        .await
+        .expect("request_task")
+        .into_inner()
+        .task
+        .expect("a task is ready")
+}
+
+fn map_index(task: &pb::Assignment) -> u32 {
+    match &task.task {
+        Some(pb::assignment::Task::Map(m)) => m.index,
+        other => panic!("expected a map task, got {other:?}"),
+    }
+}
+
+fn report(
+    task: &pb::Assignment,
+    result: pb::report_task_request::Result,
+    want_next: bool,
+) -> pb::ReportTaskRequest {
+    pb::ReportTaskRequest {
+        worker: WORKER.into(),
+        job_id: task.job_id.clone(),
+        attempt_id: task.attempt_id,
+        result: Some(result),
+        want_next,
+    }
+}
+
+fn app_error(message: &str) -> pb::report_task_request::Result {
+    pb::report_task_request::Result::Failed(pb::TaskFailed {
+        kind: pb::FailureKind::AppError.into(),
+        error: message.into(),
+        bad_map_tasks: Vec::new(),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_report_carries_the_next_task_when_asked() {
+    let cluster = Cluster::start(ClusterOptions {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
+    let job_id = cluster
+        .submit(
+            "wc",
+            &[
+                "input/pg-being_ernest.txt".into(),
+                "input/pg-grimm.txt".into(),
+            ],
+            2,
+        )
+        .await;
+    let mut client = coordinator(&cluster).await;
+    let first = next_task(&mut client).await;
+    assert_eq!(first.job_id, job_id);
+    assert_eq!(map_index(&first), 0);
+
+    // Asked for: the reply holds the next idle task, under a new attempt.
+    let reply = client
+        .report_task(report(&first, app_error("first try fails"), true))
+        .await
+        .expect("report")
+        .into_inner();
+    assert!(reply.accepted);
+    let second = reply.next_task.expect("the next task rides on the reply");
+    assert_ne!(second.attempt_id, first.attempt_id);
+    assert_eq!(second.job_id, job_id);
+
+    // Not asked for (a worker about to stop): no task is handed out, so none is stranded.
+    let reply = client
+        .report_task(report(&second, app_error("second try fails"), false))
+        .await
+        .expect("report")
+        .into_inner();
+    assert!(reply.accepted);
+    assert!(reply.next_task.is_none(), "{:?}", reply.next_task);
+    let job = cluster
+        .jobs()
+        .await
+        .get_job(pb::GetJobRequest { job_id })
+        .await
+        .expect("get")
+        .into_inner();
+    let running = job
+        .tasks
+        .iter()
+        .flat_map(|t| &t.history)
+        .filter(|a| a.outcome() == pb::AttemptOutcome::Running)
+        .count();
+    assert_eq!(
+        running, 0,
+        "no attempt was handed out without being asked for"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_success_listing_impossible_partitions_fails_the_attempt() {
+    let cluster = Cluster::start(ClusterOptions {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
+    let job_id = cluster
+        .submit("wc", &["input/pg-grimm.txt".into()], 4)
+        .await;
+    let mut client = coordinator(&cluster).await;
+    for partitions in [vec![2, 1], vec![4], vec![1, 1]] {
+        let task = next_task(&mut client).await;
+        let succeeded = pb::report_task_request::Result::Succeeded(pb::TaskSucceeded {
+            records_in: 1,
+            records_out: 1,
+            partitions: partitions.clone(),
+        });
+        let reply = client
+            .report_task(report(&task, succeeded, false))
+            .await
+            .expect("report")
+            .into_inner();
+        assert!(reply.accepted, "the report is taken, as a failure");
+        let job = cluster
+            .jobs()
+            .await
+            .get_job(pb::GetJobRequest {
+                job_id: job_id.clone(),
+            })
+            .await
+            .expect("get")
+            .into_inner();
+        let map0 = &job.tasks[0];
+        assert_eq!(
+            map0.state(),
+            pb::TaskState::Idle,
+            "{partitions:?}: not committed"
+        );
+        let last = map0.history.last().expect("an attempt");
+        assert_eq!(last.outcome(), pb::AttemptOutcome::Failed);
+        assert!(
+            last.error.contains("not ascending partitions of 0..4"),
+            "{partitions:?}: {}",
+            last.error
+        );
+    }
+    // Nothing became visible in the job folder.
+    let dir = cluster.data.join("jobs").join(&job_id);
+    let files = mr_e2e::files_under(&dir);
+    assert!(files.is_empty(), "{files:?}");
+}
