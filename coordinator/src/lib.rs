@@ -58,6 +58,10 @@ pub async fn run(
 ) -> Result<(), RunError> {
     let (mut server, auth) = auth::server(&config)?;
     let data = DataDir::open(&config.data_dir)?;
+    if let Err(error) = data.prepare_jobs_dir() {
+        // Submissions will say what is wrong with the folder; the service can still start.
+        tracing::warn!(%error, dir = %data.job_dir("").display(), "cannot prepare the jobs folder");
+    }
     let apps = Arc::new(AppStore::new(
         config.apps_dir.clone(),
         data.state_dir().join("apps"),
