@@ -323,6 +323,32 @@ fn normalize(path: &str) -> String {
 mod tests {
     use super::*;
 
+    /// The jobs folder carries the Orlov top-directory hint where the file system has
+    /// inode flags at all (ext4 here; tmpfs has none, and then there is nothing to check).
+    #[test]
+    fn the_jobs_folder_is_marked_as_a_top_directory() {
+        use std::os::fd::AsRawFd;
+        let (_tmp, data) = setup();
+        data.prepare_jobs_dir().expect("prepare");
+        data.prepare_jobs_dir().expect("prepare again");
+        let jobs = std::fs::File::open(data.root().join("jobs")).expect("open jobs");
+        let mut flags: libc::c_int = 0;
+        // SAFETY: reads one int into a live local, on an open fd.
+        let got = unsafe { libc::ioctl(jobs.as_raw_fd(), libc::FS_IOC_GETFLAGS as _, &mut flags) };
+        if got != 0 {
+            eprintln!(
+                "no inode flags on this file system: {}",
+                std::io::Error::last_os_error()
+            );
+            return;
+        }
+        assert_ne!(
+            flags & 0x0002_0000,
+            0,
+            "FS_TOPDIR_FL set (flags {flags:#x})"
+        );
+    }
+
     fn setup() -> (tempfile::TempDir, DataDir) {
         let tmp = tempfile::tempdir().expect("tempdir");
         let data = DataDir::open(tmp.path().join("data")).expect("open");
