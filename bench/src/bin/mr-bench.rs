@@ -472,14 +472,13 @@ async fn run() -> Res<()> {
     let large = corpus_inputs(16);
     let huge = corpus_inputs(32);
 
-    // 1 (and 5's 2-worker small point): throughput against the native word count.
-    let mut t2_small = Vec::new();
-    if figures.contains(&1) || figures.contains(&5) {
+    // 1: throughput against the native word count, runs interleaved.
+    if figures.contains(&1) {
         let mib = b.size_mib(&small);
         eprintln!("figure 1: wc over {mib:.0} MiB, 2 workers vs native 2 threads");
         let mut cluster = Cluster::start(&data, 2, &b.logs).await?;
         b.warm(&mut cluster, &lab).await?;
-        let mut native = Vec::new();
+        let (mut native, mut t2_small) = (Vec::new(), Vec::new());
         for _ in 0..b.runs {
             let (secs, reference) = b.native("small", &small)?;
             native.push(secs);
@@ -591,21 +590,27 @@ async fn run() -> Res<()> {
         eprintln!("figure 5: {s_mib:.0} MiB and {l_mib:.0} MiB on 1 and 2 workers");
         let (_, ref_small) = b.native("small", &small)?;
         let (_, ref_large) = b.native("large", &large)?;
-        let mut one = Cluster::start(&data, 1, &b.logs).await?;
-        b.warm(&mut one, &lab).await?;
-        let t1_small = b
-            .cluster_runs(&mut one, &small, 4, &ref_small, b.runs)
-            .await?;
-        let t1_large = b
-            .cluster_runs(&mut one, &large, 4, &ref_large, b.runs)
-            .await?;
-        drop(one);
-        let mut two = Cluster::start(&data, 2, &b.logs).await?;
-        b.warm(&mut two, &lab).await?;
-        let t2_large = b
-            .cluster_runs(&mut two, &large, 4, &ref_large, b.runs)
-            .await?;
-        drop(two);
+        // Small and large runs alternate on the same cluster, so that a drift in this
+        // shared machine's speed hits both sides of each ratio alike.
+        let mut times = Vec::new();
+        for workers in [1, 2] {
+            let mut cluster = Cluster::start(&data, workers, &b.logs).await?;
+            b.warm(&mut cluster, &lab).await?;
+            let (mut t_small, mut t_large) = (Vec::new(), Vec::new());
+            for _ in 0..b.runs {
+                t_small.extend(
+                    b.cluster_runs(&mut cluster, &small, 4, &ref_small, 1)
+                        .await?,
+                );
+                t_large.extend(
+                    b.cluster_runs(&mut cluster, &large, 4, &ref_large, 1)
+                        .await?,
+                );
+            }
+            times.push((t_small, t_large));
+        }
+        let [(t1_small, t1_large), (t2_small, t2_large)] =
+            <[_; 2]>::try_from(times).map_err(|_| "two cluster sizes")?;
         b.record("scaling_1w_small_s", &t1_small);
         b.record("scaling_1w_large_s", &t1_large);
         b.record("scaling_2w_small_s", &t2_small);
