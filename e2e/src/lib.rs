@@ -351,6 +351,18 @@ impl Cluster {
             .job_id
     }
 
+    /// The job now, in full (GetJob).
+    pub async fn job(&self, job_id: &str) -> pb::Job {
+        self.jobs()
+            .await
+            .get_job(pb::GetJobRequest {
+                job_id: job_id.into(),
+            })
+            .await
+            .expect("get job")
+            .into_inner()
+    }
+
     /// Follows the job with WatchJob until it ends, then returns it in full (GetJob), or
     /// panics after `timeout`.
     pub async fn wait(&self, job_id: &str, timeout: Duration) -> pb::Job {
@@ -367,14 +379,7 @@ impl Cluster {
                 .into_inner();
             while stream.message().await.expect("watch stream").is_some() {}
             // Updates carry no per-task records; the ended job with them:
-            self.jobs()
-                .await
-                .get_job(pb::GetJobRequest {
-                    job_id: job_id.into(),
-                })
-                .await
-                .expect("get job")
-                .into_inner()
+            self.job(job_id).await
         };
         match tokio::time::timeout(timeout, watch).await {
             Ok(job) => job,

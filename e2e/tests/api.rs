@@ -334,16 +334,9 @@ async fn a_cancelled_jobs_running_app_stops_at_once() {
     let job_id = cluster
         .submit("loop_forever", &["input/pg-grimm.txt".into()], 1)
         .await;
-    let mut jobs = cluster.jobs().await;
     let started = std::time::Instant::now();
     loop {
-        let job = jobs
-            .get_job(pb::GetJobRequest {
-                job_id: job_id.clone(),
-            })
-            .await
-            .expect("get")
-            .into_inner();
+        let job = cluster.job(&job_id).await;
         if job.map.as_ref().is_some_and(|m| m.in_progress > 0) {
             break;
         }
@@ -353,7 +346,10 @@ async fn a_cancelled_jobs_running_app_stops_at_once() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    jobs.cancel_job(pb::CancelJobRequest { job_id })
+    cluster
+        .jobs()
+        .await
+        .cancel_job(pb::CancelJobRequest { job_id })
         .await
         .expect("cancel");
     let cancelled = std::time::Instant::now();

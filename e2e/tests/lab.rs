@@ -257,15 +257,7 @@ async fn output_is_exact_while_workers_crash_and_stall() {
     let (mut kills, mut stops) = (0, 0);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(240);
     let job = loop {
-        let job = cluster
-            .jobs()
-            .await
-            .get_job(pb::GetJobRequest {
-                job_id: job_id.clone(),
-            })
-            .await
-            .expect("get job")
-            .into_inner();
+        let job = cluster.job(&job_id).await;
         if mr_e2e::is_terminal(job.state()) {
             break job;
         }

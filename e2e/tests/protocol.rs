@@ -95,13 +95,7 @@ async fn a_report_carries_the_next_task_when_asked() {
         .into_inner();
     assert!(reply.accepted);
     assert!(reply.next_task.is_none(), "{:?}", reply.next_task);
-    let job = cluster
-        .jobs()
-        .await
-        .get_job(pb::GetJobRequest { job_id })
-        .await
-        .expect("get")
-        .into_inner();
+    let job = cluster.job(&job_id).await;
     let running = job
         .tasks
         .iter()
@@ -138,15 +132,7 @@ async fn a_success_listing_impossible_partitions_fails_the_attempt() {
             .expect("report")
             .into_inner();
         assert!(reply.accepted, "the report is taken, as a failure");
-        let job = cluster
-            .jobs()
-            .await
-            .get_job(pb::GetJobRequest {
-                job_id: job_id.clone(),
-            })
-            .await
-            .expect("get")
-            .into_inner();
+        let job = cluster.job(&job_id).await;
         let map0 = &job.tasks[0];
         assert_eq!(
             map0.state(),

@@ -305,6 +305,13 @@ struct HostState {
     cancel: Option<CancelToken>,
 }
 
+impl HostState {
+    /// Whether the task's owner no longer wants this call's result.
+    fn cancelled(&self) -> bool {
+        self.cancel.as_ref().is_some_and(CancelToken::is_cancelled)
+    }
+}
+
 /// A failure seen by the host itself, which is more precise than the trap it raises.
 enum Cause {
     TimeLimit,
@@ -409,12 +416,7 @@ fn host_linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
             // In slices of a tick, so that a cancelled attempt stops as soon as a computing
             // one does.
             loop {
-                if caller
-                    .data()
-                    .cancel
-                    .as_ref()
-                    .is_some_and(CancelToken::is_cancelled)
-                {
+                if caller.data().cancelled() {
                     caller.data_mut().cause = Some(Cause::Cancelled);
                     return Err(wasmtime::Error::msg("cancelled in mr.sleep_ms"));
                 }
@@ -580,12 +582,7 @@ impl AppModule {
         // Consulted at every tick: the wall clock, not a tick count, decides, so a late
         // or skipped tick cannot stretch or shrink the limit.
         store.epoch_deadline_callback(|mut ctx| {
-            if ctx
-                .data()
-                .cancel
-                .as_ref()
-                .is_some_and(CancelToken::is_cancelled)
-            {
+            if ctx.data().cancelled() {
                 ctx.data_mut().cause = Some(Cause::Cancelled);
                 return Err(wasmtime::Error::msg("cancelled"));
             }
