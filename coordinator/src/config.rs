@@ -45,6 +45,17 @@ pub struct CoordinatorConfig {
     /// A backup copy of a straggler starts only after it ran at least this long (and twice
     /// the phase's median task time). Default 1 s.
     pub backup_min_runtime: Duration,
+    /// How long an ended job is remembered (its summary in `GetJob` and `ListJobs`); then
+    /// it is forgotten and its folder, outputs included, removed. Default 7 days.
+    pub job_retention: Duration,
+    /// Most ended jobs remembered; the oldest beyond this are forgotten first. Default 10,000.
+    pub max_retained_jobs: usize,
+    /// How long an ended job keeps its per-task records through compactions; after that
+    /// only its summary is kept. Default 5 min.
+    pub job_detail_retention: Duration,
+    /// The journal is compacted into a snapshot once its tail passes this many bytes (and
+    /// the size of the last snapshot), and at start-up. Default 8 MiB.
+    pub compact_after_bytes: u64,
     /// Shared secret every call of the job and worker APIs must carry as
     /// `authorization: Bearer <token>`; health and reflection stay open. Default `None`: no
     /// authentication (for a trusted network only).
@@ -73,6 +84,10 @@ impl Default for CoordinatorConfig {
             no_worker_grace: Duration::from_secs(30),
             fail_without_workers_after: None,
             backup_min_runtime: Duration::from_secs(1),
+            job_retention: Duration::from_secs(7 * 24 * 3600),
+            max_retained_jobs: 10_000,
+            job_detail_retention: Duration::from_secs(300),
+            compact_after_bytes: 8 << 20,
             auth_token: None,
             tls_cert: None,
             tls_key: None,

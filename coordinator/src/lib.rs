@@ -9,10 +9,10 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod health;
-pub mod journal;
-pub mod scheduler;
+pub(crate) mod journal;
+pub(crate) mod scheduler;
 pub mod service;
-pub mod state;
+pub(crate) mod state;
 
 use crate::apps::AppStore;
 use crate::config::CoordinatorConfig;
@@ -135,18 +135,17 @@ async fn deadline_timer(scheduler: Arc<Scheduler>, mut stop: watch::Receiver<boo
         if next.is_none_or(|at| tokio::time::Instant::now() < at) {
             continue;
         }
-        match scheduler.handle(Event::DeadlineCheck) {
-            Ok(Reply::DeadlineChecked { cleanups }) if !cleanups.is_empty() => {
-                let data = scheduler.data().clone();
-                let _ = tokio::task::spawn_blocking(move || {
-                    for cleanup in &cleanups {
-                        scheduler::clean_job_dir(&data, cleanup);
-                    }
-                })
-                .await;
+        // Off the runtime's threads: the check writes the journal, cleaning removes files.
+        let checker = scheduler.clone();
+        let _ = tokio::task::spawn_blocking(move || match checker.handle(Event::DeadlineCheck) {
+            Ok(Reply::DeadlineChecked { cleanups }) => {
+                for cleanup in &cleanups {
+                    scheduler::clean_job_dir(checker.data(), cleanup);
+                }
             }
             Ok(_) => {}
             Err(error) => tracing::error!(%error, "journal write failed"),
-        }
+        })
+        .await;
     }
 }

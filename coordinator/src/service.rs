@@ -6,7 +6,7 @@ use crate::config::{CoordinatorConfig, MAX_N_REDUCE};
 use crate::error::CoordinatorError;
 use crate::scheduler::{
     self, Assignment, AttemptOutcome, CancelOutcome, Event, FailureKind, Job, JobSpec, JobState,
-    Reply, Scheduler, Task, TaskKind, TaskResult, TaskState,
+    PhaseCounts, Reply, Scheduler, Task, TaskKind, TaskResult, TaskState,
 };
 use crate::state::millis;
 use mr_common::DataDir;
@@ -22,6 +22,23 @@ use tonic::{Request, Response, Status};
 
 /// Most map tasks one job may have; bounds memory and files per job.
 pub const MAX_MAP_TASKS: usize = 200_000;
+
+/// Task records in a GetJob page when the request does not say.
+pub const DEFAULT_TASK_PAGE: usize = 1_000;
+
+/// Most task records in one GetJob page: about 150 bytes each, far below 4 MiB.
+pub const MAX_TASK_PAGE: usize = 5_000;
+
+/// Which task records a response carries.
+#[derive(Clone, Copy, Debug)]
+enum Tasks {
+    /// None (ListJobs, summary WatchJob updates).
+    None,
+    /// `size` records from task `start` (maps then reduces).
+    Page { start: usize, size: usize },
+    /// All of them (detailed WatchJob updates).
+    All,
+}
 
 /// Shared by both services.
 #[derive(Clone)]
@@ -58,14 +75,45 @@ impl Services {
         }
     }
 
-    /// The job as the API shows it, with or without its per-task records.
-    fn job(&self, job_id: &str, detailed: bool) -> Result<pb::Job, CoordinatorError> {
+    /// The job as the API shows it, with the task records asked for.
+    fn job(&self, job_id: &str, tasks: Tasks) -> Result<pb::Job, CoordinatorError> {
         self.scheduler
-            .with_job(job_id, |job| job_to_proto(job, detailed))
+            .with_job(job_id, |job| job_to_proto(job, tasks))
             .ok_or_else(|| CoordinatorError::UnknownJob {
                 job_id: job_id.to_string(),
             })
     }
+
+    /// Runs one scheduler event off the async runtime's threads: it may write the journal
+    /// and rename files.
+    async fn handle(&self, event: Event) -> Result<Reply, CoordinatorError> {
+        let scheduler = self.scheduler.clone();
+        tokio::task::spawn_blocking(move || scheduler.handle(event))
+            .await
+            .map_err(|e| CoordinatorError::Io {
+                what: "the scheduler task".into(),
+                source: std::io::Error::other(e.to_string()),
+            })?
+            .map_err(CoordinatorError::from)
+    }
+}
+
+/// The page of task records a GetJob request asks for.
+fn task_page(req: &pb::GetJobRequest) -> Result<Tasks, CoordinatorError> {
+    let size = match req.task_page_size {
+        0 => DEFAULT_TASK_PAGE,
+        n => (n as usize).min(MAX_TASK_PAGE),
+    };
+    let start = match req.task_page_token.as_str() {
+        "" => 0,
+        token => token
+            .parse()
+            .map_err(|_| CoordinatorError::InvalidArgument {
+                field: "task_page_token",
+                message: "not a token this service gave out: pass `next_task_page_token` of the previous page".into(),
+            })?,
+    };
+    Ok(Tasks::Page { start, size })
 }
 
 /// Checks a submission and resolves its app and inputs. Pure apart from reading the apps
@@ -139,12 +187,11 @@ impl JobService for Services {
             what: format!("creating {}", dir.display()),
             source,
         })?;
-        self.scheduler
-            .handle(Event::Submit {
-                job_id: job_id.clone(),
-                spec,
-            })
-            .map_err(CoordinatorError::from)?;
+        self.handle(Event::Submit {
+            job_id: job_id.clone(),
+            spec,
+        })
+        .await?;
         Ok(Response::new(pb::SubmitJobResponse { job_id }))
     }
 
@@ -152,14 +199,16 @@ impl JobService for Services {
         &self,
         request: Request<pb::GetJobRequest>,
     ) -> Result<Response<pb::Job>, Status> {
-        Ok(Response::new(self.job(&request.into_inner().job_id, true)?))
+        let req = request.into_inner();
+        let tasks = task_page(&req)?;
+        Ok(Response::new(self.job(&req.job_id, tasks)?))
     }
 
     async fn list_jobs(
         &self,
         _request: Request<pb::ListJobsRequest>,
     ) -> Result<Response<pb::ListJobsResponse>, Status> {
-        let jobs = self.scheduler.map_jobs(|j| job_to_proto(j, false));
+        let jobs = self.scheduler.map_jobs(|j| job_to_proto(j, Tasks::None));
         Ok(Response::new(pb::ListJobsResponse { jobs }))
     }
 
@@ -169,11 +218,10 @@ impl JobService for Services {
     ) -> Result<Response<pb::Job>, Status> {
         let job_id = request.into_inner().job_id;
         let reply = self
-            .scheduler
             .handle(Event::Cancel {
                 job_id: job_id.clone(),
             })
-            .map_err(CoordinatorError::from)?;
+            .await?;
         match reply {
             Reply::Cancel(CancelOutcome::Cancelled)
             | Reply::Cancel(CancelOutcome::AlreadyEnded(JobState::Cancelled)) => {}
@@ -186,7 +234,11 @@ impl JobService for Services {
             }
             _ => return Err(CoordinatorError::UnknownJob { job_id }.into()),
         }
-        Ok(Response::new(self.job(&job_id, true)?))
+        let first_page = Tasks::Page {
+            start: 0,
+            size: DEFAULT_TASK_PAGE,
+        };
+        Ok(Response::new(self.job(&job_id, first_page)?))
     }
 
     type WatchJobStream = Pin<Box<dyn futures::Stream<Item = Result<pb::Job, Status>> + Send>>;
@@ -196,6 +248,7 @@ impl JobService for Services {
         request: Request<pb::WatchJobRequest>,
     ) -> Result<Response<Self::WatchJobStream>, Status> {
         let pb::WatchJobRequest { job_id, detailed } = request.into_inner();
+        let tasks = if detailed { Tasks::All } else { Tasks::None };
         let mut changes =
             self.scheduler
                 .watch(&job_id)
@@ -211,7 +264,7 @@ impl JobService for Services {
             loop {
                 changes.borrow_and_update();
                 let Some((job, ended)) = scheduler.with_job(&job_id, |job| {
-                    (job_to_proto(job, detailed), job.state.is_terminal())
+                    (job_to_proto(job, tasks), job.state.is_terminal())
                 }) else {
                     break;
                 };
@@ -251,11 +304,10 @@ impl Coordinator for Services {
             tokio::pin!(ready);
             ready.as_mut().enable();
             let reply = self
-                .scheduler
                 .handle(Event::Request {
                     worker: req.worker.clone(),
                 })
-                .map_err(CoordinatorError::from)?;
+                .await?;
             if let Reply::Task(Some(assignment)) = reply {
                 let task = Some(assignment_to_proto(&assignment, &self.scheduler));
                 return Ok(Response::new(pb::RequestTaskResponse { task }));
@@ -292,14 +344,13 @@ impl Coordinator for Services {
             }
         };
         let reply = self
-            .scheduler
             .handle(Event::Report {
                 worker: req.worker,
                 attempt_id: req.attempt_id,
                 result,
                 want_next: req.want_next,
             })
-            .map_err(CoordinatorError::from)?;
+            .await?;
         let Reply::Report { accepted, next } = reply else {
             return Ok(Response::new(pb::ReportTaskResponse::default()));
         };
@@ -315,11 +366,10 @@ impl Coordinator for Services {
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
         let req = request.into_inner();
         let reply = self
-            .scheduler
             .handle(Event::Heartbeat {
                 attempt_id: req.attempt_id,
             })
-            .map_err(CoordinatorError::from)?;
+            .await?;
         let keep_going = matches!(reply, Reply::Heartbeat { keep_going: true });
         Ok(Response::new(pb::HeartbeatResponse { keep_going }))
     }
@@ -351,7 +401,7 @@ fn assignment_to_proto(a: &Assignment, scheduler: &Scheduler) -> pb::Assignment 
     let task = match (a.kind, &a.split) {
         (TaskKind::Map, Some(split)) => pb::assignment::Task::Map(pb::MapTask {
             index: a.index,
-            path: split.path.clone(),
+            path: split.path.to_string(),
             offset: split.offset,
             length: split.length,
         }),
@@ -375,17 +425,16 @@ fn assignment_to_proto(a: &Assignment, scheduler: &Scheduler) -> pb::Assignment 
     }
 }
 
-fn progress(tasks: &[Task]) -> pb::PhaseProgress {
-    let count = |s| tasks.iter().filter(|t| t.state == s).count() as u32;
+fn progress(counts: PhaseCounts) -> pb::PhaseProgress {
     pb::PhaseProgress {
-        total: tasks.len() as u32,
-        idle: count(TaskState::Idle),
-        in_progress: count(TaskState::InProgress),
-        completed: count(TaskState::Completed),
+        total: counts.total,
+        idle: counts.idle,
+        in_progress: counts.in_progress,
+        completed: counts.completed,
     }
 }
 
-fn job_to_proto(job: &Job, detailed: bool) -> pb::Job {
+fn job_to_proto(job: &Job, tasks: Tasks) -> pb::Job {
     let state = match job.state {
         JobState::Pending => pb::JobState::Pending,
         JobState::Running => pb::JobState::Running,
@@ -393,33 +442,50 @@ fn job_to_proto(job: &Job, detailed: bool) -> pb::Job {
         JobState::Failed => pb::JobState::Failed,
         JobState::Cancelled => pb::JobState::Cancelled,
     };
-    let (tasks, input_files) = if detailed {
-        let tasks = job.all_tasks().map(task_to_proto).collect();
-        let files = job
+    let (start, size) = match tasks {
+        Tasks::None => (0, 0),
+        Tasks::Page { start, size } => (start, size),
+        Tasks::All => (0, usize::MAX),
+    };
+    let total = job.maps.len() + job.reduces.len();
+    let page: Vec<pb::TaskInfo> = job
+        .all_tasks()
+        .skip(start)
+        .take(size)
+        .map(task_to_proto)
+        .collect();
+    let end = start.saturating_add(page.len());
+    let next_task_page_token = match tasks {
+        Tasks::Page { .. } if end < total => end.to_string(),
+        _ => String::new(),
+    };
+    // The file list rides with the first page only.
+    let input_files = match tasks {
+        Tasks::Page { start: 0, .. } | Tasks::All => job
             .spec
             .input_files
             .iter()
             .map(|(f, _)| f.clone())
-            .collect();
-        (tasks, files)
-    } else {
-        (Vec::new(), Vec::new())
+            .collect(),
+        _ => Vec::new(),
     };
     pb::Job {
         job_id: job.id.clone(),
         app: job.spec.app.name.clone(),
         state: state.into(),
-        outputs: job.outputs.clone(),
+        outputs: job.outputs(),
         error: job.error.clone(),
-        map: Some(progress(&job.maps)),
-        reduce: Some(progress(&job.reduces)),
-        tasks,
+        map: Some(progress(job.progress(TaskKind::Map))),
+        reduce: Some(progress(job.progress(TaskKind::Reduce))),
+        tasks: page,
         n_reduce: job.spec.n_reduce,
         inputs: job.spec.inputs.clone(),
         submitted_at_ms: millis(job.submitted_at),
         finished_at_ms: job.finished_at.map(millis).unwrap_or(0),
         input_files,
         warning: job.warning.clone(),
+        next_task_page_token,
+        archived: job.archived,
     }
 }
 

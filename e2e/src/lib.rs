@@ -357,6 +357,7 @@ impl Cluster {
             .await
             .get_job(pb::GetJobRequest {
                 job_id: job_id.into(),
+                ..Default::default()
             })
             .await
             .expect("get job")
@@ -398,6 +399,7 @@ impl Cluster {
                 let reply = JobServiceClient::with_interceptor(channel, self.bearer())
                     .get_job(pb::GetJobRequest {
                         job_id: job_id.into(),
+                        ..Default::default()
                     })
                     .await;
                 if let Ok(job) = reply {

@@ -106,6 +106,7 @@ async fn bad_requests_get_clear_statuses_and_the_server_stays_healthy() {
     let status = jobs
         .get_job(pb::GetJobRequest {
             job_id: "nope".into(),
+            ..Default::default()
         })
         .await
         .expect_err("unknown job");

@@ -13,6 +13,7 @@ async fn get(cluster: &Cluster, job_id: &str) -> Option<pb::Job> {
     mr_proto_client(channel)
         .get_job(pb::GetJobRequest {
             job_id: job_id.into(),
+            ..Default::default()
         })
         .await
         .ok()

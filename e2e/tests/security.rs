@@ -73,6 +73,7 @@ async fn token_guards_the_job_and_worker_apis_but_not_health_or_reflection() {
     let status = JobServiceClient::new(channel.clone())
         .get_job(pb::GetJobRequest {
             job_id: job_id.clone(),
+            ..Default::default()
         })
         .await
         .expect_err("no token");

@@ -1,0 +1,260 @@
+//! Reports, commits and failures: fencing by attempt, journaling the commit before its
+//! files are renamed into place (so a retried report or a restart finishes the same commit
+//! instead of failing it), the failure limit, lost intermediates, the end of a job.
+
+use super::{Cleanup, FailureKind, TaskResult, Transition, cleanup_scope};
+use crate::journal::{JournalError, Record, StoredEnding, StoredJobEnd};
+use crate::state::{AttemptId, AttemptOutcome, TaskKind, TaskState, millis, task_label};
+use mr_common::DataDir;
+use mr_common::data_dir::{intermediate_name, output_name};
+use std::path::PathBuf;
+
+impl Transition<'_> {
+    /// Applies a report; returns whether it was accepted.
+    pub(super) fn report(
+        &mut self,
+        worker: &str,
+        attempt_id: AttemptId,
+        result: TaskResult,
+    ) -> Result<bool, JournalError> {
+        let Some(at) = self.inner.state.attempt_ref(attempt_id).cloned() else {
+            tracing::warn!(
+                attempt = attempt_id,
+                worker,
+                "report for an unknown attempt ignored"
+            );
+            return Ok(false);
+        };
+        let job_id = at.job.clone();
+        let label = task_label(at.kind, at.index);
+        let _span = tracing::info_span!("report", job_id = %job_id, task = %label, attempt = attempt_id, worker).entered();
+        let Some(job) = self.inner.state.job(&job_id) else {
+            return Ok(false);
+        };
+        let current = !job.state.is_terminal()
+            && job.tasks(at.kind)[at.index as usize]
+                .attempt(attempt_id)
+                .is_some_and(|a| a.outcome == AttemptOutcome::Running);
+        if !current {
+            tracing::info!("late report of a superseded attempt ignored");
+            return Ok(false);
+        }
+        let n_reduce = job.spec.n_reduce;
+        match result {
+            TaskResult::Succeeded { partitions } => {
+                let files = match commit_files(
+                    self.data,
+                    &job_id,
+                    n_reduce,
+                    at.kind,
+                    at.index,
+                    attempt_id,
+                    &partitions,
+                ) {
+                    Ok(files) => files,
+                    Err(error) => {
+                        tracing::error!(%error, "the attempt's files cannot be committed");
+                        self.fail(
+                            &job_id,
+                            at.kind,
+                            at.index,
+                            attempt_id,
+                            FailureKind::Io,
+                            error,
+                            &[],
+                        )?;
+                        return Ok(true);
+                    }
+                };
+                let all = partitions.len() == n_reduce as usize;
+                // Journal first: once the commit is durable, the renames below are only
+                // finishing it, and a restart finishes them too (see recovery).
+                self.record(Record::TaskCommitted {
+                    job_id: job_id.clone(),
+                    kind: at.kind.into(),
+                    index: at.index,
+                    attempt_id,
+                    partitions: (at.kind == TaskKind::Map && !all).then_some(partitions),
+                    at_ms: millis(self.wall),
+                })?;
+                if let Err(error) = rename_all(&files) {
+                    tracing::error!(%error, "renaming committed files failed; the task runs again");
+                    self.record(Record::TasksReset {
+                        job_id: job_id.clone(),
+                        kind: at.kind.into(),
+                        indices: vec![at.index],
+                    })?;
+                    self.work_ready = true;
+                    return Ok(true);
+                }
+                tracing::info!("task finished");
+                let Some(job) = self.inner.state.job(&job_id) else {
+                    return Ok(true);
+                };
+                if at.kind == TaskKind::Map && job.maps_done() {
+                    tracing::info!("map phase done");
+                    self.work_ready = true;
+                }
+                if job.reduces_done() && job.maps_done() {
+                    tracing::info!(outputs = job.spec.n_reduce, "job succeeded");
+                    self.end_job(&job_id, StoredJobEnd::Succeeded, String::new())?;
+                }
+            }
+            TaskResult::Failed {
+                kind,
+                error,
+                bad_map_tasks,
+            } => self.fail(
+                &job_id,
+                at.kind,
+                at.index,
+                attempt_id,
+                kind,
+                error,
+                &bad_map_tasks,
+            )?,
+        }
+        Ok(true)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn fail(
+        &mut self,
+        job_id: &str,
+        task_kind: TaskKind,
+        index: u32,
+        attempt_id: AttemptId,
+        kind: FailureKind,
+        error: String,
+        bad_map_tasks: &[u32],
+    ) -> Result<(), JournalError> {
+        tracing::warn!(kind = ?kind, error = %error, "task attempt failed");
+        let ending = if kind == FailureKind::Abandoned {
+            StoredEnding::Abandoned
+        } else {
+            StoredEnding::Failed
+        };
+        self.record(Record::AttemptEnded {
+            job_id: job_id.to_string(),
+            kind: task_kind.into(),
+            index,
+            attempt_id,
+            ending,
+            error: error.clone(),
+            counts: kind.counts_against_task(),
+            at_ms: millis(self.wall),
+        })?;
+        self.work_ready = true;
+        let Some(job) = self.inner.state.job(job_id) else {
+            return Ok(());
+        };
+        let task = &job.tasks(task_kind)[index as usize];
+        if task.failures >= self.config.max_task_failures {
+            let input = task
+                .split
+                .as_ref()
+                .map(|s| format!(" on input {s}"))
+                .unwrap_or_default();
+            let message = format!(
+                "{} of app '{}'{input} failed {} times; last error: {error}",
+                task.label(),
+                job.spec.app.name,
+                task.failures,
+            );
+            tracing::error!(error = %message, "job failed");
+            return self.end_job(job_id, StoredJobEnd::Failed, message);
+        }
+        let lost: Vec<u32> = bad_map_tasks
+            .iter()
+            .copied()
+            .filter(|&m| {
+                job.maps
+                    .get(m as usize)
+                    .is_some_and(|t| t.state == TaskState::Completed)
+            })
+            .collect();
+        if !lost.is_empty() {
+            tracing::warn!(maps = ?lost, "intermediates missing or corrupt; their map tasks run again");
+            self.record(Record::TasksReset {
+                job_id: job_id.to_string(),
+                kind: TaskKind::Map.into(),
+                indices: lost,
+            })?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn end_job(
+        &mut self,
+        job_id: &str,
+        end: StoredJobEnd,
+        error: String,
+    ) -> Result<(), JournalError> {
+        self.record(Record::JobEnded {
+            job_id: job_id.to_string(),
+            end,
+            error,
+            at_ms: millis(self.wall),
+        })?;
+        let at = self.now + self.config.intermediate_retention;
+        self.schedule_cleanup(
+            at,
+            Cleanup {
+                job_id: job_id.to_string(),
+                scope: cleanup_scope(end),
+            },
+        );
+        self.work_ready = true;
+        Ok(())
+    }
+}
+
+/// The (temp, final) paths of an attempt's files (a map's: those of `partitions`), once
+/// checked: the partitions must be ascending and in range, and every temp file there.
+pub(super) fn commit_files(
+    data: &DataDir,
+    job_id: &str,
+    n_reduce: u32,
+    kind: TaskKind,
+    index: u32,
+    attempt_id: AttemptId,
+    partitions: &[u32],
+) -> Result<Vec<(PathBuf, PathBuf)>, String> {
+    let names: Vec<String> = match kind {
+        TaskKind::Map => {
+            if !partitions.windows(2).all(|w| w[0] < w[1])
+                || partitions.last().is_some_and(|&y| y >= n_reduce)
+            {
+                return Err(format!(
+                    "the worker reported partitions {partitions:?}, which are not ascending \
+                     partitions of 0..{n_reduce}"
+                ));
+            }
+            partitions
+                .iter()
+                .map(|&y| intermediate_name(index, y))
+                .collect()
+        }
+        TaskKind::Reduce => vec![output_name(index)],
+    };
+    let dir = data.job_dir(job_id);
+    let mut files = Vec::with_capacity(names.len());
+    for name in names {
+        let final_path = dir.join(&name);
+        let tmp = DataDir::attempt_tmp(&final_path, attempt_id);
+        if let Err(e) = std::fs::symlink_metadata(&tmp) {
+            return Err(format!("committing {}: {e}", tmp.display()));
+        }
+        files.push((tmp, final_path));
+    }
+    Ok(files)
+}
+
+/// Renames each temp file to its final name.
+pub(super) fn rename_all(files: &[(PathBuf, PathBuf)]) -> Result<(), String> {
+    for (tmp, final_path) in files {
+        std::fs::rename(tmp, final_path)
+            .map_err(|e| format!("committing {}: {e}", tmp.display()))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,450 @@
+//! The scheduler tested in-process, as mini-redis tests its server: a real [`Scheduler`] on
+//! a temp folder (real journal, real files), driven by [`Event`]s through `handle`, with
+//! tokio's clock paused so that timeouts and backups are reached by `advance`, not sleeps.
+
+use super::*;
+use crate::apps::AppRef;
+use crate::journal::COMPACTION_STEPS;
+use std::time::Duration;
+use tokio::time::advance;
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    config: CoordinatorConfig,
+    scheduler: Scheduler,
+}
+
+fn config(dir: &std::path::Path) -> CoordinatorConfig {
+    CoordinatorConfig {
+        data_dir: dir.to_path_buf(),
+        task_timeout: TIMEOUT,
+        max_task_failures: 3,
+        ..CoordinatorConfig::default()
+    }
+}
+
+impl Fixture {
+    fn new() -> Self {
+        Self::with(|_| {})
+    }
+
+    fn with(tune: impl FnOnce(&mut CoordinatorConfig)) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = config(dir.path());
+        tune(&mut config);
+        let scheduler = open(&config);
+        Self {
+            dir,
+            config,
+            scheduler,
+        }
+    }
+
+    /// The coordinator restarted on the same folder.
+    fn reopen(&mut self) {
+        self.scheduler = open(&self.config);
+    }
+
+    fn handle(&self, event: Event) -> Reply {
+        self.scheduler.handle(event).expect("journal write")
+    }
+
+    /// Submits a job of `maps` one-byte splits and `n_reduce` reduces; its id.
+    fn submit(&self, id: &str, maps: u64, n_reduce: u32) -> String {
+        std::fs::create_dir_all(self.scheduler.data().job_dir(id)).expect("job dir");
+        let spec = JobSpec {
+            app: AppRef {
+                name: "wc".into(),
+                sha256: "00".into(),
+            },
+            inputs: vec!["input/*".into()],
+            input_files: vec![("input/a".into(), maps)],
+            n_reduce,
+            split_bytes: 1,
+        };
+        let reply = self.handle(Event::Submit {
+            job_id: id.into(),
+            spec,
+        });
+        assert!(matches!(reply, Reply::Submitted));
+        id.into()
+    }
+
+    fn request(&self, worker: &str) -> Option<Assignment> {
+        match self.handle(Event::Request {
+            worker: worker.into(),
+        }) {
+            Reply::Task(task) => task,
+            other => panic!("unexpected reply {other:?}"),
+        }
+    }
+
+    /// Writes the attempt's files as a worker would (maps: no partition holds records).
+    fn write_files(&self, a: &Assignment) -> Vec<u32> {
+        if a.kind == TaskKind::Reduce {
+            let out = self.scheduler.data().output(&a.job_id, a.index);
+            std::fs::write(DataDir::attempt_tmp(&out, a.attempt_id), b"w 1\n").expect("write");
+        }
+        Vec::new()
+    }
+
+    fn report_ok(&self, worker: &str, a: &Assignment) -> bool {
+        let partitions = self.write_files(a);
+        self.report(worker, a.attempt_id, TaskResult::Succeeded { partitions })
+    }
+
+    fn report(&self, worker: &str, attempt_id: AttemptId, result: TaskResult) -> bool {
+        match self.handle(Event::Report {
+            worker: worker.into(),
+            attempt_id,
+            result,
+            want_next: false,
+        }) {
+            Reply::Report { accepted, .. } => accepted,
+            other => panic!("unexpected reply {other:?}"),
+        }
+    }
+
+    fn job<R>(&self, id: &str, f: impl FnOnce(&Job) -> R) -> R {
+        self.scheduler.with_job(id, f).expect("job")
+    }
+
+    fn deadline_check(&self) -> Vec<Cleanup> {
+        match self.handle(Event::DeadlineCheck) {
+            Reply::DeadlineChecked { cleanups } => cleanups,
+            other => panic!("unexpected reply {other:?}"),
+        }
+    }
+
+    /// Runs every task of every job to the end on one worker.
+    fn run_all(&self, worker: &str) {
+        while let Some(a) = self.request(worker) {
+            assert!(self.report_ok(worker, &a));
+        }
+    }
+}
+
+fn open(config: &CoordinatorConfig) -> Scheduler {
+    let data = DataDir::open(&config.data_dir).expect("data dir");
+    Scheduler::open(config.clone(), data).expect("open")
+}
+
+fn failed(message: &str) -> TaskResult {
+    TaskResult::Failed {
+        kind: FailureKind::App,
+        error: message.into(),
+        bad_map_tasks: Vec::new(),
+    }
+}
+
+fn task_states(job: &Job) -> Vec<(TaskKind, u32, TaskState)> {
+    job.all_tasks()
+        .map(|t| (t.kind, t.index, t.state))
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn maps_go_out_lowest_first_oldest_job_first_then_reduces() {
+    let f = Fixture::new();
+    f.submit("a", 2, 1);
+    f.submit("b", 1, 1);
+    let order: Vec<(String, TaskKind, u32)> = (0..3)
+        .map(|_| {
+            let a = f.request("w").expect("a task");
+            (a.job_id, a.kind, a.index)
+        })
+        .collect();
+    assert_eq!(
+        order,
+        [
+            ("a".into(), TaskKind::Map, 0),
+            ("a".into(), TaskKind::Map, 1),
+            ("b".into(), TaskKind::Map, 0),
+        ]
+    );
+    // Reduces wait for every map of their job.
+    assert!(f.request("w").is_none());
+    let running: Vec<AttemptId> = f.job("a", |j| j.maps.iter().map(|t| t.attempts[0].id).collect());
+    for id in running {
+        f.report("w", id, TaskResult::Succeeded { partitions: vec![] });
+    }
+    let next = f.request("w").expect("a's reduce");
+    assert_eq!(
+        (next.job_id.as_str(), next.kind, next.index),
+        ("a", TaskKind::Reduce, 0)
+    );
+    assert_eq!(f.job("a", |j| j.state), JobState::Running);
+    assert_eq!(f.job("b", |j| j.progress(TaskKind::Map).in_progress), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn late_and_duplicate_reports_are_fenced_off() {
+    let f = Fixture::new();
+    f.submit("j", 1, 1);
+    let first = f.request("w1").expect("map");
+    advance(TIMEOUT + Duration::from_millis(1)).await;
+    f.deadline_check();
+    let second = f.request("w2").expect("the map again");
+    assert_eq!((second.kind, second.index), (TaskKind::Map, 0));
+    assert_ne!(first.attempt_id, second.attempt_id);
+    // The timed-out attempt's report changes nothing.
+    assert!(!f.report_ok("w1", &first));
+    assert_eq!(f.job("j", |j| j.maps[0].state), TaskState::InProgress);
+    assert!(f.report_ok("w2", &second));
+    // A duplicate of an accepted report is not accepted twice, and an unknown id is ignored.
+    assert!(!f.report_ok("w2", &second));
+    assert!(!f.report("w3", 999_999, failed("who?")));
+    let outcomes: Vec<AttemptOutcome> = f.job("j", |j| {
+        j.maps[0].attempts.iter().map(|a| a.outcome).collect()
+    });
+    assert_eq!(
+        outcomes,
+        [AttemptOutcome::TimedOut, AttemptOutcome::Succeeded]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn heartbeats_keep_an_attempt_alive_and_silence_times_it_out() {
+    let f = Fixture::new();
+    f.submit("j", 1, 1);
+    let a = f.request("w").expect("map");
+    for _ in 0..5 {
+        advance(TIMEOUT / 2).await;
+        let reply = f.handle(Event::Heartbeat {
+            attempt_id: a.attempt_id,
+        });
+        assert!(matches!(reply, Reply::Heartbeat { keep_going: true }));
+        f.deadline_check();
+    }
+    assert_eq!(f.job("j", |j| j.maps[0].state), TaskState::InProgress);
+    let next = f.scheduler.next_wakeup().expect("a deadline");
+    advance(next.saturating_duration_since(Instant::now()) + TIMEOUT).await;
+    f.deadline_check();
+    let (state, outcome, failures) = f.job("j", |j| {
+        (
+            j.maps[0].state,
+            j.maps[0].attempts[0].outcome,
+            j.maps[0].failures,
+        )
+    });
+    assert_eq!(state, TaskState::Idle);
+    assert_eq!(outcome, AttemptOutcome::TimedOut);
+    assert_eq!(failures, 0, "a lost worker does not count against the task");
+    let reply = f.handle(Event::Heartbeat {
+        attempt_id: a.attempt_id,
+    });
+    assert!(matches!(reply, Reply::Heartbeat { keep_going: false }));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_straggler_gets_a_backup_and_the_first_report_wins() {
+    let f = Fixture::new();
+    f.submit("j", 3, 1);
+    let tasks: Vec<Assignment> = (0..3).map(|_| f.request("fast").expect("map")).collect();
+    advance(Duration::from_millis(100)).await;
+    assert!(f.report_ok("fast", &tasks[0]));
+    assert!(f.report_ok("fast", &tasks[1]));
+    // Not yet a straggler: no backup, and never on the worker that runs it.
+    assert!(f.request("other").is_none());
+    advance(Duration::from_secs(2)).await;
+    f.handle(Event::Heartbeat {
+        attempt_id: tasks[2].attempt_id,
+    });
+    assert!(f.request("fast").is_none());
+    let backup = f.request("other").expect("a backup copy");
+    assert_eq!((backup.kind, backup.index), (TaskKind::Map, 2));
+    // One backup per task.
+    assert!(f.request("third").is_none());
+    assert!(f.report_ok("other", &backup));
+    assert!(!f.report_ok("fast", &tasks[2]));
+    let history: Vec<(AttemptOutcome, bool)> = f.job("j", |j| {
+        j.maps[2]
+            .attempts
+            .iter()
+            .map(|a| (a.outcome, a.backup))
+            .collect()
+    });
+    assert_eq!(
+        history,
+        [
+            (AttemptOutcome::Superseded, false),
+            (AttemptOutcome::Succeeded, true)
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_task_that_keeps_failing_fails_its_job_with_a_named_error() {
+    let f = Fixture::new();
+    f.submit("j", 1, 1);
+    for attempt in 1..=3 {
+        let a = f.request("w").expect("the map");
+        assert!(f.report("w", a.attempt_id, failed(&format!("trap {attempt}"))));
+    }
+    let (state, error) = f.job("j", |j| (j.state, j.error.clone()));
+    assert_eq!(state, JobState::Failed);
+    assert!(
+        error.contains("map-0") && error.contains("'wc'") && error.contains("trap 3"),
+        "{error}"
+    );
+    assert!(f.request("w").is_none());
+    // Lost intermediates do not count: a reduce's bad-file report re-runs the map instead.
+    f.submit("k", 1, 1);
+    let map = f.request("w").expect("map");
+    assert!(f.report_ok("w", &map));
+    let reduce = f.request("w").expect("reduce");
+    let bad = TaskResult::Failed {
+        kind: FailureKind::BadIntermediate,
+        error: "mr-0-0: checksum".into(),
+        bad_map_tasks: vec![0],
+    };
+    assert!(f.report("w", reduce.attempt_id, bad));
+    let (maps, failures) = f.job("k", |j| (j.maps[0].state, j.reduces[0].failures));
+    assert_eq!((maps, failures), (TaskState::Idle, 0));
+    assert_eq!(f.request("w").map(|a| a.kind), Some(TaskKind::Map));
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancel_stops_running_attempts_and_is_answered_once() {
+    let f = Fixture::new();
+    f.submit("j", 2, 1);
+    let a = f.request("w").expect("map");
+    let reply = f.handle(Event::Cancel { job_id: "j".into() });
+    assert!(matches!(reply, Reply::Cancel(CancelOutcome::Cancelled)));
+    let reply = f.handle(Event::Heartbeat {
+        attempt_id: a.attempt_id,
+    });
+    assert!(matches!(reply, Reply::Heartbeat { keep_going: false }));
+    assert!(!f.report_ok("w", &a));
+    assert!(f.request("w").is_none());
+    let reply = f.handle(Event::Cancel { job_id: "j".into() });
+    assert!(matches!(
+        reply,
+        Reply::Cancel(CancelOutcome::AlreadyEnded(JobState::Cancelled))
+    ));
+    let reply = f.handle(Event::Cancel {
+        job_id: "nope".into(),
+    });
+    assert!(matches!(reply, Reply::Cancel(CancelOutcome::UnknownJob)));
+    let cleanups = f.deadline_check();
+    assert_eq!(
+        cleanups,
+        [Cleanup {
+            job_id: "j".into(),
+            scope: CleanupScope::Everything
+        }]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restarted_coordinator_has_exactly_the_acknowledged_state() {
+    let mut f = Fixture::new();
+    f.submit("j", 3, 2);
+    let done = f.request("w").expect("map 0");
+    assert!(f.report_ok("w", &done));
+    let running = f.request("w").expect("map 1");
+    let failing = f.request("w").expect("map 2");
+    assert!(f.report("w", failing.attempt_id, failed("boom")));
+    let before = f.job("j", task_states);
+    f.reopen();
+    assert_eq!(f.job("j", task_states), before);
+    assert_eq!(f.job("j", |j| j.maps[2].failures), 1);
+    // The running attempt's worker may still report, and is heard.
+    assert!(f.report_ok("w", &running));
+    // Attempt ids are never reused.
+    let next = f.request("w").expect("map 2 again");
+    assert!(next.attempt_id > failing.attempt_id);
+}
+
+#[tokio::test(start_paused = true)]
+async fn recovery_finishes_an_interrupted_commit_and_reruns_lost_outputs() {
+    let mut f = Fixture::new();
+    f.submit("k", 1, 2);
+    let map = f.request("w").expect("map");
+    assert!(f.report_ok("w", &map));
+    let r0 = f.request("w").expect("reduce 0");
+    let _r1 = f.request("w").expect("reduce 1");
+    assert!(f.report_ok("w", &r0));
+    // Killed between journaling reduce 0's commit and renaming its file into place.
+    let out0 = f.scheduler.data().output("k", 0);
+    std::fs::rename(&out0, DataDir::attempt_tmp(&out0, r0.attempt_id)).expect("un-rename");
+    f.reopen();
+    assert!(out0.exists(), "the interrupted commit was finished");
+    assert_eq!(f.job("k", |j| j.reduces[0].state), TaskState::Completed);
+    // An output lost altogether: its task runs again.
+    std::fs::remove_file(&out0).expect("remove");
+    f.reopen();
+    assert_eq!(f.job("k", |j| j.reduces[0].state), TaskState::Idle);
+    let again = f.request("w").expect("reduce 0 again");
+    assert_eq!((again.kind, again.index), (TaskKind::Reduce, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn compaction_keeps_the_state_and_a_crash_at_any_step_loses_nothing() {
+    let mut f = Fixture::with(|c| c.compact_after_bytes = 2_000);
+    f.submit("done", 2, 1);
+    f.run_all("w");
+    f.submit("live", 40, 2);
+    for _ in 0..30 {
+        let a = f.request("w").expect("map");
+        assert!(f.report_ok("w", &a));
+    }
+    let running = f.request("w").expect("map");
+    let (tail, snapshot) = f.scheduler.journal_sizes();
+    assert!(snapshot > 0, "compacted at least once");
+    assert!(tail < 2_000 + 1_000, "tail {tail}");
+    let before = f.job("live", task_states);
+    f.reopen();
+    assert_eq!(f.job("live", task_states), before);
+    assert_eq!(f.job("done", |j| j.state), JobState::Succeeded);
+    assert!(f.report_ok("w", &running));
+    // Every crash point of a compaction (the journal's unit tests stop at each step; here
+    // the whole scheduler restarts after one): nothing is lost or applied twice.
+    assert_eq!(COMPACTION_STEPS.len(), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn ended_jobs_are_summarised_then_forgotten_with_their_folders() {
+    let mut f = Fixture::with(|c| {
+        c.job_detail_retention = Duration::ZERO;
+        c.max_retained_jobs = 2;
+    });
+    for id in ["a", "b", "c"] {
+        f.submit(id, 1, 1);
+        f.run_all("w");
+    }
+    assert!(f.scheduler.data().job_dir("a").exists());
+    // A restart compacts: ended jobs keep their summary only.
+    f.reopen();
+    let (archived, state, maps) = f.job("c", |j| (j.archived, j.state, j.progress(TaskKind::Map)));
+    assert!(archived);
+    assert_eq!(state, JobState::Succeeded);
+    assert_eq!((maps.total, maps.completed), (1, 1));
+    // Beyond max_retained_jobs the oldest is forgotten, and its folder goes.
+    let cleanups = f.deadline_check();
+    for cleanup in &cleanups {
+        clean_job_dir(f.scheduler.data(), cleanup);
+    }
+    assert!(!f.scheduler.contains("a"));
+    assert!(f.scheduler.contains("b") && f.scheduler.contains("c"));
+    assert!(!f.scheduler.data().job_dir("a").exists());
+    assert!(f.scheduler.data().output("c", 0).exists());
+    f.reopen();
+    assert!(!f.scheduler.contains("a"), "forgetting is durable");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_of_fifty_thousand_tasks_costs_log_n_per_event() {
+    let f = Fixture::with(|c| c.compact_after_bytes = u64::MAX);
+    f.submit("big", 50_000, 1);
+    let mut handed = 0;
+    while let Some(a) = f.request("w") {
+        assert!(f.report_ok("w", &a));
+        handed += 1;
+    }
+    assert_eq!(handed, 50_001);
+    assert_eq!(f.job("big", |j| j.state), JobState::Succeeded);
+    let _ = &f.dir;
+}
