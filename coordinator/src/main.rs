@@ -6,10 +6,18 @@ use mr_common::telemetry::{self, LogFormat};
 use mr_coordinator::config::CoordinatorConfig;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Every flag's default comes from here, the one source of defaults.
+static DEFAULTS: LazyLock<CoordinatorConfig> = LazyLock::new(CoordinatorConfig::default);
+
+fn default_duration(d: Duration) -> humantime::Duration {
+    d.into()
+}
 
 #[derive(Parser)]
 #[command(
@@ -20,41 +28,56 @@ struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
     /// Address to serve gRPC on.
-    #[arg(long, env = "MR_LISTEN", default_value = "0.0.0.0:50051")]
+    #[arg(long, env = "MR_LISTEN", default_value_t = DEFAULTS.listen)]
     listen: SocketAddr,
     /// Shared data folder: inputs, intermediates and outputs.
-    #[arg(long, env = "MR_DATA_DIR", default_value = "data")]
+    #[arg(long, env = "MR_DATA_DIR", default_value_os_t = DEFAULTS.data_dir.clone())]
     data_dir: PathBuf,
     /// Folder holding the apps as `<app>.wasm`.
-    #[arg(long, env = "MR_APPS_DIR", default_value = "target/apps")]
+    #[arg(long, env = "MR_APPS_DIR", default_value_os_t = DEFAULTS.apps_dir.clone())]
     apps_dir: PathBuf,
     /// An attempt with no report or heartbeat for this long is reassigned.
-    #[arg(long, env = "MR_TASK_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
-    task_timeout: Duration,
+    #[arg(long, env = "MR_TASK_TIMEOUT", default_value_t = default_duration(DEFAULTS.task_timeout))]
+    task_timeout: humantime::Duration,
     /// Failures of one task (app error, limits, I/O) that fail its job.
-    #[arg(long, env = "MR_MAX_TASK_FAILURES", default_value_t = 4)]
+    #[arg(long, env = "MR_MAX_TASK_FAILURES", default_value_t = DEFAULTS.max_task_failures)]
     max_task_failures: u32,
     /// CPU time an app may use for one task.
-    #[arg(long, env = "MR_TASK_TIME_LIMIT", default_value = "60s", value_parser = humantime::parse_duration)]
-    task_time_limit: Duration,
+    #[arg(long, env = "MR_TASK_TIME_LIMIT", default_value_t = default_duration(DEFAULTS.task_time_limit))]
+    task_time_limit: humantime::Duration,
     /// Memory (MiB) an app may use for one task.
-    #[arg(long, env = "MR_TASK_MEMORY_MIB", default_value_t = 256)]
+    #[arg(long, env = "MR_TASK_MEMORY_MIB", default_value_t = DEFAULTS.task_memory_limit >> 20)]
     task_memory_mib: u64,
     /// Largest input split (bytes) when a job does not choose.
-    #[arg(long, env = "MR_SPLIT_BYTES", default_value_t = 16 << 20)]
+    #[arg(long, env = "MR_SPLIT_BYTES", default_value_t = DEFAULTS.default_split_bytes)]
     split_bytes: u64,
     /// fsync each journal record (survives power loss; slower scheduling).
     #[arg(long, env = "MR_JOURNAL_SYNC")]
     journal_sync: bool,
     /// How long a finished job's intermediates are kept.
-    #[arg(long, env = "MR_INTERMEDIATE_RETENTION", default_value = "0s", value_parser = humantime::parse_duration)]
-    intermediate_retention: Duration,
+    #[arg(long, env = "MR_INTERMEDIATE_RETENTION", default_value_t = default_duration(DEFAULTS.intermediate_retention))]
+    intermediate_retention: humantime::Duration,
+    /// How long an ended job is remembered; then it is forgotten and its folder removed.
+    #[arg(long, env = "MR_JOB_RETENTION", default_value_t = default_duration(DEFAULTS.job_retention))]
+    job_retention: humantime::Duration,
+    /// Most ended jobs remembered; the oldest beyond this are forgotten first.
+    #[arg(long, env = "MR_MAX_RETAINED_JOBS", default_value_t = DEFAULTS.max_retained_jobs)]
+    max_retained_jobs: usize,
+    /// How long an ended job keeps its per-task records; then only its summary.
+    #[arg(long, env = "MR_JOB_DETAIL_RETENTION", default_value_t = default_duration(DEFAULTS.job_detail_retention))]
+    job_detail_retention: humantime::Duration,
+    /// Compact the journal into a snapshot once it passes this many bytes.
+    #[arg(long, env = "MR_COMPACT_AFTER_BYTES", default_value_t = DEFAULTS.compact_after_bytes)]
+    compact_after_bytes: u64,
     /// Running jobs say they wait for workers after this long without any.
-    #[arg(long, env = "MR_NO_WORKER_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
-    no_worker_grace: Duration,
+    #[arg(long, env = "MR_NO_WORKER_GRACE", default_value_t = default_duration(DEFAULTS.no_worker_grace))]
+    no_worker_grace: humantime::Duration,
     /// Fail running jobs after this long without any worker (default: wait forever).
-    #[arg(long, env = "MR_FAIL_WITHOUT_WORKERS_AFTER", value_parser = humantime::parse_duration)]
-    fail_without_workers_after: Option<Duration>,
+    #[arg(long, env = "MR_FAIL_WITHOUT_WORKERS_AFTER")]
+    fail_without_workers_after: Option<humantime::Duration>,
+    /// A straggler gets a backup copy only after running this long (and twice the median).
+    #[arg(long, env = "MR_BACKUP_MIN_RUNTIME", default_value_t = default_duration(DEFAULTS.backup_min_runtime))]
+    backup_min_runtime: humantime::Duration,
     /// Require `authorization: Bearer <TOKEN>` on every job and worker API call (health and
     /// reflection stay open).
     #[arg(long, env = "MR_AUTH_TOKEN", hide_env_values = true)]
@@ -68,6 +91,34 @@ struct Cli {
     /// Log line format.
     #[arg(long, env = "MR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+}
+
+impl Cli {
+    fn config(self) -> CoordinatorConfig {
+        CoordinatorConfig {
+            listen: self.listen,
+            data_dir: self.data_dir,
+            apps_dir: self.apps_dir,
+            task_timeout: self.task_timeout.into(),
+            max_task_failures: self.max_task_failures.max(1),
+            task_time_limit: self.task_time_limit.into(),
+            task_memory_limit: self.task_memory_mib << 20,
+            default_split_bytes: self.split_bytes.max(1),
+            journal_sync: self.journal_sync,
+            intermediate_retention: self.intermediate_retention.into(),
+            job_retention: self.job_retention.into(),
+            max_retained_jobs: self.max_retained_jobs,
+            job_detail_retention: self.job_detail_retention.into(),
+            compact_after_bytes: self.compact_after_bytes,
+            no_worker_grace: self.no_worker_grace.into(),
+            fail_without_workers_after: self.fail_without_workers_after.map(Into::into),
+            backup_min_runtime: self.backup_min_runtime.into(),
+            auth_token: self.auth_token,
+            tls_cert: self.tls_cert,
+            tls_key: self.tls_key,
+            ..CoordinatorConfig::default()
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -103,24 +154,7 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     telemetry::init(cli.log_format);
-    let config = CoordinatorConfig {
-        listen: cli.listen,
-        data_dir: cli.data_dir,
-        apps_dir: cli.apps_dir,
-        task_timeout: cli.task_timeout,
-        max_task_failures: cli.max_task_failures.max(1),
-        task_time_limit: cli.task_time_limit,
-        task_memory_limit: cli.task_memory_mib << 20,
-        default_split_bytes: cli.split_bytes.max(1),
-        journal_sync: cli.journal_sync,
-        intermediate_retention: cli.intermediate_retention,
-        no_worker_grace: cli.no_worker_grace,
-        fail_without_workers_after: cli.fail_without_workers_after,
-        auth_token: cli.auth_token,
-        tls_cert: cli.tls_cert,
-        tls_key: cli.tls_key,
-        ..CoordinatorConfig::default()
-    };
+    let config = cli.config();
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
