@@ -51,7 +51,8 @@ pub struct CoordinatorConfig {
     /// Most ended jobs remembered; the oldest beyond this are forgotten first. Default 10,000.
     pub max_retained_jobs: usize,
     /// How long an ended job keeps its per-task records through compactions; after that
-    /// only its summary is kept. Default 5 min.
+    /// only its summary is kept. Default 0: an ended job is summarised at the next
+    /// compaction (start-up, or every `compact_after_bytes` of journal).
     pub job_detail_retention: Duration,
     /// The journal is compacted into a snapshot once its tail passes this many bytes (and
     /// the size of the last snapshot), and at start-up. Default 8 MiB.
@@ -86,7 +87,7 @@ impl Default for CoordinatorConfig {
             backup_min_runtime: Duration::from_secs(1),
             job_retention: Duration::from_secs(7 * 24 * 3600),
             max_retained_jobs: 10_000,
-            job_detail_retention: Duration::from_secs(300),
+            job_detail_retention: Duration::ZERO,
             compact_after_bytes: 8 << 20,
             auth_token: None,
             tls_cert: None,

@@ -54,6 +54,8 @@ struct Cluster {
     workers: Vec<Child>,
     client: JobServiceClient<Channel>,
     data: PathBuf,
+    port: u16,
+    logs: PathBuf,
 }
 
 impl Cluster {
@@ -72,31 +74,16 @@ impl Cluster {
                 .open(logs.join(name))?
                 .into())
         };
-        let coordinator = Command::new(bin.join("mr-coordinator"))
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--data-dir")
-            .arg(data)
-            .arg("--apps-dir")
-            .arg(root().join("target/apps"))
-            .stdin(Stdio::null())
-            .stdout(log("coordinator.log")?)
-            .stderr(log("coordinator.log")?)
-            .spawn()?;
+        let coordinator = spawn_coordinator(data, port, logs)?;
         let addr = format!("http://127.0.0.1:{port}");
-        let started = Instant::now();
-        let channel = loop {
-            match Channel::from_shared(addr.clone())?.connect().await {
-                Ok(c) => break c,
-                Err(e) if started.elapsed() > Duration::from_secs(10) => return Err(e.into()),
-                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-            }
-        };
+        let (channel, _) = connect(&addr).await?;
         let mut cluster = Cluster {
             coordinator,
             workers: Vec::new(),
             client: JobServiceClient::new(channel).max_decoding_message_size(256 << 20),
             data: data.to_path_buf(),
+            port,
+            logs: logs.to_path_buf(),
         };
         for i in 0..workers {
             let w = Command::new(bin.join("mr-worker"))
@@ -117,6 +104,34 @@ impl Cluster {
 
     /// Runs a wc job to its end: (seconds from submit to SUCCEEDED, the job).
     async fn run(&mut self, inputs: &[String], n_reduce: u32) -> Res<(f64, pb::Job)> {
+        self.run_split(inputs, n_reduce, 0).await
+    }
+
+    /// Kills the coordinator (SIGKILL) and starts it again on the same folder and port;
+    /// returns the seconds until it answered ListJobs.
+    async fn restart_coordinator(&mut self) -> Res<f64> {
+        let _ = self.coordinator.kill();
+        let _ = self.coordinator.wait();
+        let started = Instant::now();
+        self.coordinator = spawn_coordinator(&self.data, self.port, &self.logs)?;
+        let (channel, _) = connect(&format!("http://127.0.0.1:{}", self.port)).await?;
+        self.client = JobServiceClient::new(channel).max_decoding_message_size(256 << 20);
+        self.client.list_jobs(pb::ListJobsRequest {}).await?;
+        Ok(started.elapsed().as_secs_f64())
+    }
+
+    /// The coordinator's peak resident set (VmHWM), in MiB.
+    fn coordinator_peak_mib(&self) -> f64 {
+        peak_mib(self.coordinator.id())
+    }
+
+    /// Like [`Cluster::run`], with splits of at most `split_bytes` (0: the default).
+    async fn run_split(
+        &mut self,
+        inputs: &[String],
+        n_reduce: u32,
+        split_bytes: u64,
+    ) -> Res<(f64, pb::Job)> {
         let started = Instant::now();
         let id = self
             .client
@@ -124,7 +139,7 @@ impl Cluster {
                 app: "wc".into(),
                 inputs: inputs.to_vec(),
                 n_reduce,
-                split_bytes: 0,
+                split_bytes,
             })
             .await?
             .into_inner()
@@ -158,18 +173,7 @@ impl Cluster {
 
     /// The workers' peak resident set (VmHWM), in MiB.
     fn worker_peaks_mib(&self) -> Vec<f64> {
-        self.workers
-            .iter()
-            .map(|w| {
-                let status =
-                    std::fs::read_to_string(format!("/proc/{}/status", w.id())).unwrap_or_default();
-                status
-                    .lines()
-                    .find_map(|l| l.strip_prefix("VmHWM:"))
-                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-                    .map_or(f64::NAN, |kb| kb / 1024.0)
-            })
-            .collect()
+        self.workers.iter().map(|w| peak_mib(w.id())).collect()
     }
 
     /// Checks the job's outputs against the native reference and removes the job folder.
@@ -225,6 +229,57 @@ impl Drop for Cluster {
         let _ = self.coordinator.kill();
         let _ = self.coordinator.wait();
     }
+}
+
+/// A process's peak resident set (VmHWM), in MiB.
+fn peak_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn spawn_coordinator(data: &Path, port: u16, logs: &Path) -> Res<Child> {
+    let log = || -> Res<Stdio> {
+        Ok(std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(logs.join("coordinator.log"))?
+            .into())
+    };
+    Ok(Command::new(root().join("target/release/mr-coordinator"))
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--data-dir")
+        .arg(data)
+        .arg("--apps-dir")
+        .arg(root().join("target/apps"))
+        .stdin(Stdio::null())
+        .stdout(log()?)
+        .stderr(log()?)
+        .spawn()?)
+}
+
+/// A channel to `addr` once it accepts connections (within 10 s), and how long that took.
+async fn connect(addr: &str) -> Res<(Channel, Duration)> {
+    let started = Instant::now();
+    loop {
+        match Channel::from_shared(addr.to_string())?.connect().await {
+            Ok(c) => return Ok((c, started.elapsed())),
+            Err(e) if started.elapsed() > Duration::from_secs(10) => return Err(e.into()),
+            Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+        }
+    }
+}
+
+/// Bytes of the coordinator's own state (`.mr/` without the saved app modules).
+fn state_bytes(data: &Path) -> u64 {
+    ["journal", "snapshot"]
+        .iter()
+        .map(|f| std::fs::metadata(data.join(".mr").join(f)).map_or(0, |m| m.len()))
+        .sum()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -454,7 +509,7 @@ async fn run() -> Res<()> {
     let runs = env_num("BENCH_RUNS", 3).max(1) as usize;
     let file_mib = env_num("BENCH_FILE_MIB", 32).max(1);
     let figures: Vec<u32> = std::env::var("BENCH_FIGURES")
-        .unwrap_or_else(|_| "1,2,3,4,5".into())
+        .unwrap_or_else(|_| "1,2,3,4,5,6,7".into())
         .split(',')
         .filter_map(|f| f.trim().parse().ok())
         .collect();
@@ -671,6 +726,87 @@ async fn run() -> Res<()> {
                 median(&native2)
             ),
             "(ceiling for 5c)",
+        );
+    }
+
+    // 6: one job of 100,000+ map tasks: dispatch and commit cost per task, memory and
+    // GetJob at that size.
+    if figures.contains(&6) {
+        let file = vec![small[0].clone()];
+        let size = std::fs::metadata(data.join(&file[0]))?.len();
+        let split = (size / 100_000).max(1);
+        let (_, reference) = b.native("one-file", &file)?;
+        eprintln!(
+            "figure 6: wc over {} MiB with split_bytes {split}, 2 workers",
+            size >> 20
+        );
+        let (mut rates, mut peaks) = (Vec::new(), Vec::new());
+        let mut page_kib = 0.0;
+        for _ in 0..b.runs {
+            let mut cluster = Cluster::start(&data, 2, &b.logs).await?;
+            let (secs, job) = cluster.run_split(&file, 2, split).await?;
+            let tasks = job.map.map_or(0, |m| m.total) + job.reduce.map_or(0, |r| r.total);
+            rates.push(tasks as f64 / secs);
+            peaks.push(cluster.coordinator_peak_mib());
+            // A stock client: default limits (4 MiB per message), the default page.
+            let stock = JobServiceClient::new(
+                connect(&format!("http://127.0.0.1:{}", cluster.port))
+                    .await?
+                    .0,
+            );
+            let page = stock
+                .clone()
+                .get_job(pb::GetJobRequest {
+                    job_id: job.job_id.clone(),
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            page_kib = prost::Message::encoded_len(&page) as f64 / 1024.0;
+            eprintln!(
+                "  run: {tasks} tasks in {secs:.1} s, coordinator peak {:.0} MiB",
+                peaks.last().unwrap_or(&0.0)
+            );
+            cluster.check(&job, &reference)?;
+        }
+        b.record("big_job_tasks_per_s", &rates);
+        b.record("big_job_coordinator_peak_mib", &peaks);
+        let (rate, peak) = (median(&rates), median(&peaks));
+        b.row(
+            "6. 100k+ map tasks (split_bytes ~size/100k), 2 workers",
+            format!(
+                "{rate:.0} tasks/s, coordinator peak {peak:.0} MiB, GetJob page {page_kib:.0} KiB"
+            ),
+            ">= 3000 tasks/s, < 512 MiB",
+            rate >= 3000.0 && peak < 512.0,
+        );
+    }
+
+    // 7: state after 300 ended lab-sized jobs, and a restart on it.
+    if figures.contains(&7) {
+        eprintln!("figure 7: 300 lab jobs (8 maps + 4 reduces), then a restart");
+        let mut cluster = Cluster::start(&data, 2, &b.logs).await?;
+        for _ in 0..300 {
+            let (_, job) = cluster.run(&lab, 4).await?;
+            let _ = std::fs::remove_dir_all(data.join("jobs").join(&job.job_id));
+        }
+        let before = state_bytes(&data) as f64 / 1024.0;
+        let mut restarts = Vec::new();
+        for _ in 0..b.runs {
+            restarts.push(cluster.restart_coordinator().await? * 1000.0);
+        }
+        let after = state_bytes(&data) as f64 / 1024.0;
+        b.record("state_restart_ms", &restarts);
+        let _ = writeln!(
+            b.raw,
+            "  \"state_kib_before\": {before:.1},\n  \"state_kib_after\": {after:.1},"
+        );
+        let restart = median(&restarts);
+        b.row(
+            "7. state: 300 ended lab jobs, after compaction; restart",
+            format!("{after:.0} KiB (journal was {before:.0} KiB); restart {restart:.0} ms"),
+            "<= 512 KiB, < 1 s",
+            after <= 512.0 && restart < 1000.0,
         );
     }
 
