@@ -103,6 +103,7 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     telemetry::init(cli.log_format);
+    let _ = mr_common::limits::raise_open_file_limit(); // logs what it did; runs on without
     let config = CoordinatorConfig {
         listen: cli.listen,
         data_dir: cli.data_dir,
