@@ -233,6 +233,19 @@ impl DataDir {
         self.job_dir(job_id).join(output_name(partition))
     }
 
+    /// Where attempt `attempt` of reduce `partition` writes sorted run `run` of a multi-pass
+    /// merge: a hidden, attempt-unique temp name in the job folder that is never renamed; the
+    /// attempt removes it once merged (and the coordinator's sweep of an ended job's folder
+    /// takes any a killed worker left).
+    pub fn merge_run_tmp(&self, job_id: &str, partition: u32, run: usize, attempt: u64) -> PathBuf {
+        Self::attempt_tmp(
+            &self
+                .job_dir(job_id)
+                .join(format!("mr-run-{partition}-{run}")),
+            attempt,
+        )
+    }
+
     /// Where attempt `attempt` writes the file that becomes `final_path` once it is accepted.
     pub fn attempt_tmp(final_path: &Path, attempt: u64) -> PathBuf {
         let name = final_path

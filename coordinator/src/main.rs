@@ -154,6 +154,7 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     telemetry::init(cli.log_format);
+    let _ = mr_common::limits::raise_open_file_limit(); // logs what it did; runs on without
     let config = cli.config();
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

@@ -88,6 +88,8 @@ pub struct ClusterOptions {
     pub env: Vec<(String, String)>,
     /// RLIMIT_FSIZE for workers: writes past it fail (EFBIG), like a full disk.
     pub worker_file_size_limit: Option<u64>,
+    /// RLIMIT_NOFILE (soft and hard) for workers: at most this many open files.
+    pub worker_open_files_limit: Option<u64>,
     /// More worker flags.
     pub worker_args: Vec<String>,
     /// Token the coordinator requires (`--auth-token`) and the workers (env `MR_AUTH_TOKEN`)
@@ -117,6 +119,7 @@ impl Default for ClusterOptions {
             coordinator_args: Vec::new(),
             env: Vec::new(),
             worker_file_size_limit: None,
+            worker_open_files_limit: None,
             worker_args: Vec::new(),
             auth_token: None,
             tls: None,
@@ -235,20 +238,30 @@ impl Cluster {
         if let Some(tls) = &self.options.tls {
             cmd.arg("--tls-ca").arg(&tls.ca);
         }
-        if let Some(limit) = self.options.worker_file_size_limit {
+        let (fsize, nofile) = (
+            self.options.worker_file_size_limit,
+            self.options.worker_open_files_limit,
+        );
+        if fsize.is_some() || nofile.is_some() {
             use std::os::unix::process::CommandExt;
-            let rlimit = libc::rlimit {
+            let rlimit = |limit: u64| libc::rlimit {
                 rlim_cur: limit,
                 rlim_max: limit,
             };
             // SAFETY: setrlimit is async-signal-safe and touches only the child being spawned.
             unsafe {
                 cmd.pre_exec(move || {
-                    if libc::setrlimit(libc::RLIMIT_FSIZE, &rlimit) == 0 {
-                        Ok(())
-                    } else {
-                        Err(std::io::Error::last_os_error())
+                    if let Some(limit) = fsize
+                        && libc::setrlimit(libc::RLIMIT_FSIZE, &rlimit(limit)) != 0
+                    {
+                        return Err(std::io::Error::last_os_error());
                     }
+                    if let Some(limit) = nofile
+                        && libc::setrlimit(libc::RLIMIT_NOFILE, &rlimit(limit)) != 0
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
                 });
             }
         }
@@ -621,6 +634,20 @@ pub fn write_big_inputs(data: &Path, files: usize, reps_per_file: usize) -> Vec<
         names.push(name);
     }
     names
+}
+
+/// `n` one-line files `input/many/fNNNNN.txt` in `data` (one map task each): a word they
+/// all share and one of their own. Returns the names.
+pub fn write_one_line_inputs(data: &Path, n: usize) -> Vec<String> {
+    std::fs::create_dir_all(data.join("input/many")).expect("mkdir input/many");
+    (0..n)
+        .map(|i| {
+            let name = format!("input/many/f{i:05}.txt");
+            let line = format!("shared {}\n", letter_tag(i));
+            std::fs::write(data.join(&name), line).expect("write a one-line input");
+            name
+        })
+        .collect()
 }
 
 /// Every file under `dir`, as sorted paths relative to it.

@@ -152,3 +152,80 @@ async fn a_success_listing_impossible_partitions_fails_the_attempt() {
     let files = mr_e2e::files_under(&dir);
     assert!(files.is_empty(), "{files:?}");
 }
+
+/// A reduce that keeps reporting its intermediates lost (say, a disk that damages what maps
+/// write) sends the maps round again only a bounded number of times: the job then fails
+/// instead of staying RUNNING forever.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reduce_that_keeps_finding_lost_intermediates_fails_the_job() {
+    const MAX_FAILURES: u32 = 2;
+    let cluster = Cluster::start(ClusterOptions {
+        workers: 0,
+        coordinator_args: vec!["--max-task-failures".into(), MAX_FAILURES.to_string()],
+        ..Default::default()
+    })
+    .await;
+    let job_id = cluster
+        .submit("wc", &["input/pg-grimm.txt".into()], 1)
+        .await;
+    let mut client = coordinator(&cluster).await;
+    let job_dir = cluster.data.join("jobs").join(&job_id);
+    for _round in 0..4 * MAX_FAILURES {
+        let task = next_task(&mut client).await;
+        let result = match &task.task {
+            Some(pb::assignment::Task::Map(m)) => {
+                // What a map writes; the coordinator renames it into place.
+                let tmp = job_dir.join(format!(".mr-{}-0.a{}.tmp", m.index, task.attempt_id));
+                std::fs::write(&tmp, b"whatever").expect("write the map's file");
+                pb::report_task_request::Result::Succeeded(pb::TaskSucceeded {
+                    records_in: 1,
+                    records_out: 1,
+                    partitions: vec![0],
+                })
+            }
+            Some(pb::assignment::Task::Reduce(r)) => {
+                pb::report_task_request::Result::Failed(pb::TaskFailed {
+                    kind: pb::FailureKind::BadIntermediate.into(),
+                    error: "intermediate files of map tasks [0] are missing or corrupt".into(),
+                    bad_map_tasks: r.map_tasks.clone(),
+                })
+            }
+            None => panic!("an assignment without a task"),
+        };
+        client
+            .report_task(report(&task, result, false))
+            .await
+            .expect("report");
+        if mr_e2e::is_terminal(cluster.job(&job_id).await.state()) {
+            break;
+        }
+    }
+    let job = cluster.job(&job_id).await;
+    assert_eq!(
+        job.state(),
+        pb::JobState::Failed,
+        "the job must not loop forever"
+    );
+    let reduce = job
+        .tasks
+        .iter()
+        .find(|t| t.kind() == pb::TaskKind::Reduce)
+        .expect("the reduce task");
+    assert_eq!(reduce.attempts, MAX_FAILURES, "{:?}", reduce.history);
+    assert!(
+        reduce
+            .history
+            .iter()
+            .all(|a| a.outcome() == pb::AttemptOutcome::Failed)
+    );
+    let map = &job.tasks[0];
+    assert_eq!(
+        map.attempts, MAX_FAILURES,
+        "the map ran once per lost report but the last"
+    );
+    assert!(
+        job.error.contains("reduce-0"),
+        "names the task: {}",
+        job.error
+    );
+}

@@ -1,9 +1,13 @@
 //! Faults against real processes: the coordinator killed and restarted, workers killed
 //! every half second, stalled workers beaten by backup tasks, corrupt intermediates, no
-//! workers at all, a full disk. Every output is compared with the sequential reference.
+//! workers at all, a full disk, reduces with more inputs than a worker may open files.
+//! Every output is compared with the sequential reference.
 
 use mr_e2e::v1 as pb;
-use mr_e2e::{Cluster, ClusterOptions, assert_same_lines, files_under, write_big_inputs};
+use mr_e2e::{
+    Cluster, ClusterOptions, assert_same_lines, files_under, write_big_inputs,
+    write_one_line_inputs,
+};
 use std::time::Duration;
 
 const JOB_TIMEOUT: Duration = Duration::from_secs(240);
@@ -554,4 +558,59 @@ async fn a_kill_at_any_step_of_a_compaction_loses_nothing() {
             "wc after the kills",
         );
     }
+
+/// Runs wc over `files` one-line files with one reduce on `workers` workers, each allowed
+/// `open_files` open files at most; checks the job succeeded at the first reduce attempt
+/// with exactly the sequential output.
+async fn one_reduce_over_many_files(
+    files: usize,
+    workers: usize,
+    open_files: Option<u64>,
+    timeout: Duration,
+) {
+    let cluster = Cluster::start(ClusterOptions {
+        workers,
+        worker_open_files_limit: open_files,
+        ..Default::default()
+    })
+    .await;
+    let inputs = write_one_line_inputs(&cluster.data, files);
+    let job_id = cluster.submit("wc", &["input/many/*.txt".into()], 1).await;
+    let job = cluster.wait(&job_id, timeout).await;
+    assert_eq!(job.state(), pb::JobState::Succeeded, "{}", job.error);
+    assert_eq!(
+        job.map.unwrap_or_default().total as usize,
+        files,
+        "a map per file"
+    );
+    let reduce = job
+        .tasks
+        .iter()
+        .find(|t| t.kind() == pb::TaskKind::Reduce)
+        .expect("the reduce task");
+    assert_eq!(reduce.attempts, 1, "{:?}", reduce.history);
+    assert_same_lines(
+        &cluster.output_lines(&job),
+        &cluster.reference("wc", &inputs),
+        "wc over one-line files",
+    );
+    let temps: Vec<String> = files_under(&cluster.data.join("jobs"))
+        .into_iter()
+        .filter(|f| f.ends_with(".tmp"))
+        .collect();
+    assert!(temps.is_empty(), "temp files left: {temps:?}");
+}
+
+/// A reduce with more inputs than its worker may open files (RLIMIT_NOFILE 128, hard, so
+/// the worker cannot raise it) merges them in passes and succeeds: too many open files is
+/// never taken for lost intermediates, and the job does not loop.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reduce_with_more_inputs_than_the_open_file_limit_succeeds() {
+    one_reduce_over_many_files(300, 1, Some(128), Duration::from_secs(60)).await;
+}
+
+/// 20,000 inputs (a map each) into one reduce: thousands of intermediates, merged in passes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_of_20000_one_line_files_succeeds() {
+    one_reduce_over_many_files(20_000, 2, None, Duration::from_secs(180)).await;
 }

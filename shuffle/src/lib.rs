@@ -9,7 +9,9 @@
 //!   before writing them, so a reduce task never has to load a whole partition into memory
 //!   to sort it: it merges its already-sorted inputs in one streaming pass ([`Merger`]),
 //!   with memory bounded by the largest record (per input) and the largest group, not by
-//!   the input size.
+//!   the input size. A reduce with more inputs than it may hold open merges them in
+//!   passes: consecutive ranges of inputs into sorted runs ([`Merger::write_run`], same
+//!   format), then the runs, which gives the very groups one pass would.
 //! * **Every file is self-verifying.** A map task can crash, a disk can fill up, a copy
 //!   can be cut short. The end marker, the record count and a CRC-32 over the whole file
 //!   make truncation and corruption detectable, so a reduce task fails loudly (and the
@@ -77,7 +79,7 @@ mod format;
 mod merge;
 
 pub use format::{Reader, Record, Writer};
-pub use merge::{Group, MergeError, Merger};
+pub use merge::{Group, MergeError, Merger, RunError};
 
 /// The 4-byte header of every intermediate file: magic and format version.
 pub const MAGIC: [u8; 4] = *b"MRI1";

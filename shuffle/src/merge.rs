@@ -7,9 +7,9 @@
 //! until they are copied into the group, so memory is bounded by one buffer per source
 //! plus the largest group.
 
-use std::io::Read;
+use std::io::{Read, Write};
 
-use crate::{Reader, ShuffleError};
+use crate::{Reader, ShuffleError, Writer};
 
 /// Error from one of the [`Merger`]'s sources.
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +20,17 @@ pub struct MergeError {
     /// What went wrong with that source.
     #[source]
     pub error: ShuffleError,
+}
+
+/// Error of [`Merger::write_run`]: a source failed, or writing the run did.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Reading one of the merge's sources failed.
+    #[error(transparent)]
+    Source(#[from] MergeError),
+    /// Writing the run failed.
+    #[error("writing a merged run: {0}")]
+    Output(#[source] ShuffleError),
 }
 
 /// One key and all its values, in reusable flat storage: once its buffers have grown to
@@ -152,6 +163,46 @@ impl<R: Read> Merger<R> {
             sift_down(&mut self.heap, &self.sources, 0);
         }
         Ok(true)
+    }
+}
+
+impl<R: Read> Merger<R> {
+    /// Writes every remaining record to `out`, in exactly the order [`Merger::next_group`]
+    /// would give them (by key, then source index, then position in the source), and
+    /// returns how many it wrote. `out` is not finished: the caller does that.
+    ///
+    /// This is one pass of a multi-pass merge: merging consecutive ranges of sources into
+    /// runs this way and then merging the runs, in the same order, gives every group the
+    /// same values in the same order as one merge of all sources.
+    pub fn write_run<W: Write>(&mut self, out: &mut Writer<W>) -> Result<u64, RunError> {
+        if let Some(source_index) = self.failed {
+            return Err(RunError::Source(MergeError {
+                source_index,
+                error: ShuffleError::Corrupt("merge used again after it reported an error".into()),
+            }));
+        }
+        let mut written = 0;
+        while let Some(&top) = self.heap.first() {
+            let source = &mut self.sources[top];
+            out.append(source.key(), source.value())
+                .map_err(RunError::Output)?;
+            written += 1;
+            match source.advance() {
+                Ok(true) => {}
+                Ok(false) => {
+                    self.heap.swap_remove(0);
+                }
+                Err(error) => {
+                    self.failed = Some(top);
+                    return Err(RunError::Source(MergeError {
+                        source_index: top,
+                        error,
+                    }));
+                }
+            }
+            sift_down(&mut self.heap, &self.sources, 0);
+        }
+        Ok(written)
     }
 }
 

@@ -516,6 +516,12 @@ impl AppModule {
         }
     }
 
+    /// Whether the task using this module was cancelled: work around the app (a reduce's
+    /// merge passes) checks it to stop early too.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.as_ref().is_some_and(CancelToken::is_cancelled)
+    }
+
     fn named(mut self, app: &str) -> Self {
         if *self.name != *app {
             self.name = app.into();

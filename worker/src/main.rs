@@ -63,6 +63,7 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
+    let _ = mr_common::limits::raise_open_file_limit(); // logs what it did; runs on without
     // A file size limit (RLIMIT_FSIZE) must fail the write, as a full disk does, so the task
     // fails with a clear error; by default SIGXFSZ would kill the worker instead.
     // SAFETY: installing SIG_IGN for one signal before any other thread exists.

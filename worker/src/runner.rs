@@ -4,6 +4,11 @@
 //!
 //! The worker holds no job state: everything it needs arrives with the assignment, and
 //! everything it produces is a file the coordinator may or may not accept.
+//!
+//! Every retry is bounded: a report is sent at most 8 times, a heartbeat waits at most one
+//! interval, a reduce's merge passes end (each divides the inputs by the fan-in). Only the
+//! request loop goes on for as long as the coordinator is away, one try per backoff delay
+//! (at most 5 s), until shutdown: a worker outlives its coordinator's restarts by design.
 
 use crate::app_runtime::{AppError, AppModule, AppRuntime, CancelToken, Limits};
 use crate::tasks::{self, TaskContext, TaskError, TaskStats};
@@ -91,6 +96,8 @@ struct Worker {
     data: DataDir,
     runtime: Arc<AppRuntime>,
     client: CoordinatorClient<InterceptedService<Channel, BearerToken>>,
+    /// Most intermediates a reduce opens at once, under this process's open-file limit.
+    merge_fan_in: usize,
 }
 
 /// Whether the worker should go on after a task, and with which task if the coordinator
@@ -120,11 +127,15 @@ pub async fn run(
     let token = BearerToken::new(config.auth_token.as_deref())?;
     let client = CoordinatorClient::with_interceptor(endpoint.connect_lazy(), token)
         .max_decoding_message_size(256 << 20);
+    let open_file_limit = mr_common::limits::open_file_limits()
+        .ok()
+        .map(|(soft, _)| soft);
     let worker = Worker {
         config,
         data,
         runtime,
         client,
+        merge_fan_in: tasks::merge_fan_in(open_file_limit),
     };
     let shutdown: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(shutdown);
     worker.serve(shutdown).await;
@@ -133,7 +144,7 @@ pub async fn run(
 
 impl Worker {
     async fn serve(mut self, mut shutdown: Pin<Box<dyn Future<Output = ()> + Send>>) {
-        tracing::info!(worker = %self.config.worker_id, coordinator = %self.config.coordinator, "worker started");
+        tracing::info!(worker = %self.config.worker_id, coordinator = %self.config.coordinator, merge_fan_in = self.merge_fan_in, "worker started");
         let mut backoff = Backoff::new();
         let mut unreachable_since: Option<Instant> = None;
         let mut next_task: Option<pb::Assignment> = None;
@@ -208,7 +219,8 @@ impl Worker {
         let cancel = CancelToken::default();
         let mut job = {
             let (task, module) = (task.clone(), module.with_cancel(cancel.clone()));
-            tokio::task::spawn_blocking(move || run_task(&data, &module, &task))
+            let fan_in = self.merge_fan_in;
+            tokio::task::spawn_blocking(move || run_task(&data, &module, &task, fan_in))
         };
         let interval = Duration::from_millis(task.heartbeat_interval_ms.max(100).into());
         let mut heartbeat =
@@ -415,8 +427,10 @@ fn run_task(
     data: &DataDir,
     module: &AppModule,
     task: &pb::Assignment,
+    merge_fan_in: usize,
 ) -> Result<TaskStats, TaskError> {
     let ctx = TaskContext {
+        merge_fan_in,
         data,
         job_id: &task.job_id,
         attempt_id: task.attempt_id,

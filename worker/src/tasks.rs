@@ -10,7 +10,7 @@
 
 use crate::app_runtime::{AppError, AppModule, Limits, ReduceBatch};
 use mr_common::{DataDir, PathError};
-use mr_shuffle::{Group, Merger, Reader, ShuffleError, Writer};
+use mr_shuffle::{Group, Merger, Reader, RunError, ShuffleError, Writer};
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -27,10 +27,11 @@ pub enum TaskError {
     /// The app trapped, or ran out of time or memory.
     #[error(transparent)]
     App(#[from] AppError),
-    /// Intermediate files of these map tasks were missing or corrupt.
+    /// Intermediate files of these map tasks were missing or corrupt (only that: any other
+    /// error opening or reading them is [`TaskError::Io`], the attempt's own failure).
     #[error("intermediate files of map tasks {maps:?} are missing or corrupt: {message}")]
     BadIntermediate { maps: Vec<u32>, message: String },
-    /// Reading the input or writing a file failed.
+    /// Reading the input or an intermediate, or writing a file, failed.
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -65,6 +66,8 @@ pub struct TaskContext<'a> {
     pub attempt_id: u64,
     pub n_reduce: u32,
     pub limits: Limits,
+    /// Most intermediate files a reduce holds open at once ([`merge_fan_in`]).
+    pub merge_fan_in: usize,
 }
 
 /// Temp files of an attempt, removed unless the attempt got as far as reporting success.
@@ -176,52 +179,238 @@ pub fn read_split(path: &Path, offset: u64, length: u64) -> io::Result<Vec<u8>> 
     Ok(contents)
 }
 
+/// Most intermediate files (or merged runs) a reduce holds open at once: the merge's
+/// fan-in, unless the open-file limit leaves room for fewer ([`merge_fan_in`]). A reduce
+/// with more inputs merges them in passes.
+pub const MAX_MERGE_FAN_IN: usize = 256;
+
+/// Open files left for everything but a reduce's inputs: the coordinator connection, the
+/// runtime's descriptors, logs, the output file.
+const RESERVED_FILES: u64 = 64;
+
+/// The merge fan-in under a soft open-file limit of `open_file_limit` (unknown: `None`):
+/// [`MAX_MERGE_FAN_IN`], or what the limit leaves after [`RESERVED_FILES`], at least 2.
+pub fn merge_fan_in(open_file_limit: Option<u64>) -> usize {
+    let room = open_file_limit.map_or(u64::MAX, |l| l.saturating_sub(RESERVED_FILES));
+    usize::try_from(room)
+        .unwrap_or(usize::MAX)
+        .clamp(2, MAX_MERGE_FAN_IN)
+}
+
+/// One input of a merge pass: a map task's intermediate, or a run an earlier pass wrote.
+#[derive(Clone, Debug)]
+enum Input {
+    Map { task: u32, path: PathBuf },
+    Run(PathBuf),
+}
+
+impl Input {
+    fn path(&self) -> &Path {
+        match self {
+            Input::Map { path, .. } | Input::Run(path) => path,
+        }
+    }
+
+    /// What a failure to open or read this input means. Only an intermediate found missing
+    /// or corrupt is lost (its map runs again); any other error (EMFILE, ENFILE, EIO,
+    /// permissions, …) is this attempt's own I/O failure, and a run is this attempt's own file.
+    fn error(&self, error: ShuffleError) -> TaskError {
+        match self {
+            Input::Map { task, path } if is_lost(&error) => TaskError::BadIntermediate {
+                maps: vec![*task],
+                message: format!("{}: {error}", path.display()),
+            },
+            _ => shuffle_io(self.path(), error),
+        }
+    }
+}
+
+/// Whether an error reading an intermediate says the file itself is missing or damaged.
+fn is_lost(error: &ShuffleError) -> bool {
+    match error {
+        ShuffleError::Io(e) => e.kind() == io::ErrorKind::NotFound,
+        ShuffleError::BadMagic
+        | ShuffleError::Truncated
+        | ShuffleError::Corrupt(_)
+        | ShuffleError::Unsorted => true,
+    }
+}
+
+/// Opens `input` with a read buffer of at most `per_source` bytes (less for a small file).
+fn open_input(input: &Input, per_source: usize) -> Result<Reader<File>, TaskError> {
+    // The reader buffers by itself: no BufReader (and no second copy) around the file.
+    File::open(input.path())
+        .and_then(|f| {
+            let size = usize::try_from(f.metadata()?.len()).unwrap_or(usize::MAX);
+            Ok((f, per_source.min(size.saturating_add(1))))
+        })
+        .map_err(ShuffleError::Io)
+        .and_then(|(f, capacity)| Reader::with_buffer(f, capacity))
+        .map_err(|e| input.error(e))
+}
+
+/// Opens `inputs` and starts their merge.
+fn start_merge(inputs: &[Input]) -> Result<Merger<File>, TaskError> {
+    // Read buffers: 64 KiB each, less when there are many sources (memory stays bounded
+    // by READ_BUFFERS_TOTAL) or the file is small (a tiny task's file needs no 64 KiB;
+    // one byte more than the file lets the reader see the end in one read).
+    let per_source = (READ_BUFFERS_TOTAL / inputs.len().max(1)).clamp(4 << 10, 64 << 10);
+    let sources = inputs
+        .iter()
+        .map(|input| open_input(input, per_source))
+        .collect::<Result<Vec<_>, _>>()?;
+    Merger::new(sources).map_err(|e| inputs[e.source_index].error(e.error))
+}
+
+/// Run files of an attempt's merge passes: removed once merged, and in any case when
+/// the attempt ends (dropped), whether it succeeded or not.
+#[derive(Default)]
+struct RunFiles(Vec<PathBuf>);
+
+impl RunFiles {
+    fn remove(&mut self, paths: impl IntoIterator<Item = PathBuf>) {
+        for path in paths {
+            let _ = std::fs::remove_file(&path);
+            self.0.retain(|p| *p != path);
+        }
+    }
+}
+
+impl Drop for RunFiles {
+    fn drop(&mut self) {
+        for path in &self.0 {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// A reduce's inputs ready to merge: at most the fan-in of them open, after as many passes
+/// as it took.
+struct MergedInputs {
+    merger: Merger<File>,
+    /// What each of the merger's sources is, to tell whose fault an error is.
+    inputs: Vec<Input>,
+    /// Keeps the runs the merger reads until the reduce is done.
+    _runs: RunFiles,
+}
+
+/// Checks that every listed intermediate is there, then merges them with at most
+/// `ctx.merge_fan_in` files open at once: while there are more inputs than that, each
+/// range of `merge_fan_in` consecutive inputs is merged into a run (same format,
+/// [`DataDir::merge_run_tmp`]), and the runs become the next pass's inputs. Consecutive
+/// ranges merged in order keep every group's values in map-task order, so the groups are
+/// exactly those of one merge over all inputs.
+fn merge_inputs(
+    ctx: &TaskContext<'_>,
+    partition: u32,
+    map_tasks: &[u32],
+    app: &str,
+    cancelled: &dyn Fn() -> bool,
+) -> Result<MergedInputs, TaskError> {
+    let mut level: Vec<Input> = map_tasks
+        .iter()
+        .map(|&task| Input::Map {
+            task,
+            path: ctx.data.intermediate(ctx.job_id, task, partition),
+        })
+        .collect();
+    // Every missing file at once (a stat holds no descriptor), so all their maps rerun together.
+    let mut missing = Vec::new();
+    let mut first_problem = String::new();
+    for input in &level {
+        if let Err(e) = std::fs::metadata(input.path()) {
+            match input.error(ShuffleError::Io(e)) {
+                TaskError::BadIntermediate { maps, message } => {
+                    if first_problem.is_empty() {
+                        first_problem = message;
+                    }
+                    missing.extend(maps);
+                }
+                other => return Err(other),
+            }
+        }
+    }
+    if !missing.is_empty() {
+        return Err(TaskError::BadIntermediate {
+            maps: missing,
+            message: first_problem,
+        });
+    }
+
+    let fan_in = ctx.merge_fan_in.max(2);
+    let mut runs = RunFiles::default();
+    let mut next_run = 0;
+    while level.len() > fan_in {
+        let mut next = Vec::with_capacity(level.len().div_ceil(fan_in));
+        for chunk in level.chunks(fan_in) {
+            if let [single] = chunk {
+                next.push(single.clone());
+                continue;
+            }
+            if cancelled() {
+                return Err(TaskError::App(AppError::Cancelled {
+                    app: app.to_string(),
+                }));
+            }
+            let path = ctx
+                .data
+                .merge_run_tmp(ctx.job_id, partition, next_run, ctx.attempt_id);
+            next_run += 1;
+            let mut merger = start_merge(chunk)?;
+            let file = File::create(&path).map_err(io_error(&path))?;
+            runs.0.push(path.clone());
+            let mut writer = Writer::new(BufWriter::with_capacity(WRITE_BUFFER, file))
+                .map_err(|e| shuffle_io(&path, e))?;
+            merger.write_run(&mut writer).map_err(|e| match e {
+                RunError::Source(e) => chunk[e.source_index].error(e.error),
+                RunError::Output(e) => shuffle_io(&path, e),
+            })?;
+            writer
+                .finish()
+                .map_err(|e| shuffle_io(&path, e))?
+                .into_inner()
+                .map_err(|e| e.into_error())
+                .map_err(io_error(&path))?;
+            next.push(Input::Run(path));
+        }
+        // The runs just merged are no longer needed: disk use stays at about twice the input.
+        let merged = level.iter().filter_map(|i| match i {
+            Input::Run(p) if !next.iter().any(|n| n.path() == p) => Some(p.clone()),
+            _ => None,
+        });
+        let merged: Vec<PathBuf> = merged.collect();
+        runs.remove(merged);
+        level = next;
+    }
+    if next_run > 0 {
+        tracing::info!(
+            inputs = map_tasks.len(),
+            fan_in,
+            runs = next_run,
+            "merged the reduce's inputs in passes"
+        );
+    }
+    Ok(MergedInputs {
+        merger: start_merge(&level)?,
+        inputs: level,
+        _runs: runs,
+    })
+}
+
 /// Runs reduce task `partition`: merges `mr-X-partition` for every map task X in
-/// `map_tasks` (those that wrote records for it).
+/// `map_tasks` (those that wrote records for it), in passes when they are more than the
+/// merge fan-in ([`merge_inputs`]).
 pub fn run_reduce(
     ctx: &TaskContext<'_>,
     app: &AppModule,
     partition: u32,
     map_tasks: &[u32],
 ) -> Result<TaskStats, TaskError> {
-    let mut sources = Vec::with_capacity(map_tasks.len());
-    let mut bad = Vec::new();
-    let mut first_problem = String::new();
-    // Read buffers: 64 KiB each, less when there are many sources (memory stays bounded
-    // by READ_BUFFERS_TOTAL) or the file is small (a tiny task's file needs no 64 KiB;
-    // one byte more than the file lets the reader see the end in one read).
-    let per_source = (READ_BUFFERS_TOTAL / map_tasks.len().max(1)).clamp(4 << 10, 64 << 10);
-    for &x in map_tasks {
-        let path = ctx.data.intermediate(ctx.job_id, x, partition);
-        // The reader buffers by itself: no BufReader (and no second copy) around the file.
-        let opened = File::open(&path)
-            .and_then(|f| {
-                let size = usize::try_from(f.metadata()?.len()).unwrap_or(usize::MAX);
-                Ok((f, per_source.min(size.saturating_add(1))))
-            })
-            .map_err(ShuffleError::Io)
-            .and_then(|(f, capacity)| Reader::with_buffer(f, capacity));
-        match opened {
-            Ok(reader) => sources.push(reader),
-            Err(e) => {
-                if first_problem.is_empty() {
-                    first_problem = format!("{}: {e}", path.display());
-                }
-                bad.push(x);
-            }
-        }
-    }
-    if !bad.is_empty() {
-        return Err(TaskError::BadIntermediate {
-            maps: bad,
-            message: first_problem,
-        });
-    }
-    let bad_source = |e: mr_shuffle::MergeError| TaskError::BadIntermediate {
-        maps: map_tasks.get(e.source_index).into_iter().copied().collect(),
-        message: e.to_string(),
-    };
-    let mut merger = Merger::new(sources).map_err(bad_source)?;
+    let mut merged = merge_inputs(ctx, partition, map_tasks, app.name(), &|| {
+        app.is_cancelled()
+    })?;
+    let inputs = &merged.inputs;
+    let bad_source = |e: mr_shuffle::MergeError| inputs[e.source_index].error(e.error);
 
     let final_path = ctx.data.output(ctx.job_id, partition);
     let tmp = DataDir::attempt_tmp(&final_path, ctx.attempt_id);
@@ -234,7 +423,7 @@ pub fn run_reduce(
     let mut group = Group::default();
     let mut stats = TaskStats::default();
     loop {
-        let more = merger.next_group(&mut group).map_err(bad_source)?;
+        let more = merged.merger.next_group(&mut group).map_err(bad_source)?;
         if more {
             stats.records_in += group.len() as u64;
             batch.push_group(group.key(), group.values());
@@ -295,6 +484,208 @@ impl KeyList {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    const JOB: &str = "job1";
+    const PARTITION: u32 = 0;
+
+    type Groups = Vec<(Vec<u8>, Vec<Vec<u8>>)>;
+    /// The records of each intermediate file, in file order.
+    type Files = Vec<Vec<(Vec<u8>, Vec<u8>)>>;
+
+    fn context(data: &DataDir, merge_fan_in: usize) -> TaskContext<'_> {
+        TaskContext {
+            data,
+            job_id: JOB,
+            attempt_id: 7,
+            n_reduce: 1,
+            limits: Limits {
+                time: Duration::from_secs(60),
+                memory_bytes: 64 << 20,
+            },
+            merge_fan_in,
+        }
+    }
+
+    /// `n` intermediates `mr-X-0` with repeating keys (some files empty) and values naming
+    /// their file and position; returns the folder and the records per file.
+    fn intermediates(n: u32) -> (tempfile::TempDir, DataDir, Files) {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let data = DataDir::open(tmp.path()).expect("data dir");
+        std::fs::create_dir_all(data.job_dir(JOB)).expect("job dir");
+        let mut all = Vec::new();
+        for x in 0..n {
+            let mut records: Vec<(Vec<u8>, Vec<u8>)> = (0..(x * 7 % 5))
+                .map(|i| {
+                    let key = format!("k{}", (x * 31 + i * 17) % 9).into_bytes();
+                    (key, format!("m{x}v{i}").into_bytes())
+                })
+                .collect();
+            records.sort_by(|a, b| a.0.cmp(&b.0));
+            let mut w = Writer::new(Vec::new()).expect("header");
+            for (k, v) in &records {
+                w.append(k, v).expect("append");
+            }
+            let bytes = w.finish().expect("finish");
+            std::fs::write(data.intermediate(JOB, x, PARTITION), bytes).expect("write");
+            all.push(records);
+        }
+        (tmp, data, all)
+    }
+
+    fn merged_groups(data: &DataDir, maps: &[u32], fan_in: usize) -> Result<Groups, TaskError> {
+        let ctx = context(data, fan_in);
+        let mut merged = merge_inputs(&ctx, PARTITION, maps, "test", &|| false)?;
+        let mut out = Vec::new();
+        let mut group = Group::new();
+        while merged.merger.next_group(&mut group).expect("group") {
+            out.push((
+                group.key().to_vec(),
+                group.values().map(<[u8]>::to_vec).collect(),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Every file in the job folder but the intermediates: temp files left behind.
+    fn leftovers(data: &DataDir) -> Vec<String> {
+        std::fs::read_dir(data.job_dir(JOB))
+            .expect("read job dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with("mr-") || n.starts_with("mr-run"))
+            .collect()
+    }
+
+    #[test]
+    fn the_fan_in_follows_the_open_file_limit() {
+        assert_eq!(merge_fan_in(None), MAX_MERGE_FAN_IN);
+        assert_eq!(merge_fan_in(Some(1 << 20)), MAX_MERGE_FAN_IN);
+        assert_eq!(merge_fan_in(Some(128)), 128 - RESERVED_FILES as usize);
+        assert_eq!(merge_fan_in(Some(10)), 2);
+    }
+
+    /// A merge in passes gives exactly the groups of one pass, and of a map built from
+    /// the records; it never holds more than the fan-in open, and leaves no runs behind.
+    #[test]
+    fn multi_pass_merge_equals_single_pass_and_the_reference() {
+        let n = 300;
+        let (_tmp, data, records) = intermediates(n);
+        let maps: Vec<u32> = (0..n).collect();
+        let mut reference: BTreeMap<Vec<u8>, Vec<Vec<u8>>> = BTreeMap::new();
+        for file in &records {
+            for (k, v) in file {
+                reference.entry(k.clone()).or_default().push(v.clone());
+            }
+        }
+        let reference: Groups = reference.into_iter().collect();
+        let single = merged_groups(&data, &maps, usize::MAX).expect("single pass");
+        assert_eq!(single, reference);
+        for fan_in in [2, 3, 16, 64, MAX_MERGE_FAN_IN] {
+            let ctx = context(&data, fan_in);
+            let merged = merge_inputs(&ctx, PARTITION, &maps, "test", &|| false).expect("merge");
+            assert!(merged.inputs.len() <= fan_in, "fan-in {fan_in}");
+            drop(merged);
+            assert_eq!(
+                merged_groups(&data, &maps, fan_in).expect("multi pass"),
+                single,
+                "fan-in {fan_in}"
+            );
+            assert!(leftovers(&data).is_empty(), "{:?}", leftovers(&data));
+        }
+    }
+
+    #[test]
+    fn missing_intermediates_are_all_named_at_once() {
+        let (_tmp, data, _) = intermediates(10);
+        for x in [3, 8] {
+            std::fs::remove_file(data.intermediate(JOB, x, PARTITION)).expect("rm");
+        }
+        let maps: Vec<u32> = (0..10).collect();
+        match merged_groups(&data, &maps, 2) {
+            Err(TaskError::BadIntermediate { maps, .. }) => assert_eq!(maps, [3, 8]),
+            other => panic!("expected a bad intermediate, got {other:?}"),
+        }
+    }
+
+    /// A corrupt intermediate found in a late pass is named, and the runs written before
+    /// are removed.
+    #[test]
+    fn a_corrupt_intermediate_is_named_and_no_run_is_left() {
+        let (_tmp, data, _) = intermediates(40);
+        let victim = data.intermediate(JOB, 33, PARTITION);
+        let mut bytes = std::fs::read(&victim).expect("read");
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        std::fs::write(&victim, bytes).expect("write");
+        let maps: Vec<u32> = (0..40).collect();
+        match merged_groups(&data, &maps, 4) {
+            Err(TaskError::BadIntermediate { maps, .. }) => assert_eq!(maps, [33]),
+            other => panic!("expected a bad intermediate, got {other:?}"),
+        }
+        assert!(leftovers(&data).is_empty(), "{:?}", leftovers(&data));
+    }
+
+    /// Any error but "missing" or "corrupt" is the attempt's own, not a lost intermediate:
+    /// too many open files, I/O errors, a file that cannot be read.
+    #[test]
+    fn other_io_errors_are_the_attempts_own() {
+        let input = Input::Map {
+            task: 5,
+            path: PathBuf::from("mr-5-0"),
+        };
+        for errno in [libc::EMFILE, libc::ENFILE, libc::EIO, libc::EACCES] {
+            let error = input.error(ShuffleError::Io(io::Error::from_raw_os_error(errno)));
+            assert!(
+                matches!(&error, TaskError::Io { source, .. } if source.raw_os_error() == Some(errno)),
+                "errno {errno}: {error:?}"
+            );
+        }
+        let missing = input.error(ShuffleError::Io(io::ErrorKind::NotFound.into()));
+        assert!(matches!(missing, TaskError::BadIntermediate { ref maps, .. } if maps == &[5]));
+        for lost in [
+            ShuffleError::Truncated,
+            ShuffleError::BadMagic,
+            ShuffleError::Unsorted,
+        ] {
+            assert!(matches!(
+                input.error(lost),
+                TaskError::BadIntermediate { .. }
+            ));
+        }
+        // A run is the attempt's own file, whatever is wrong with it.
+        let run = Input::Run(PathBuf::from(".mr-run-0-0.a7.tmp"));
+        assert!(matches!(
+            run.error(ShuffleError::Truncated),
+            TaskError::Io { .. }
+        ));
+
+        // For real: an intermediate that is a folder opens, but reading it fails (EISDIR).
+        let (_tmp, data, _) = intermediates(3);
+        let path = data.intermediate(JOB, 1, PARTITION);
+        std::fs::remove_file(&path).expect("rm");
+        std::fs::create_dir(&path).expect("mkdir");
+        match merged_groups(&data, &[0, 1, 2], 2) {
+            Err(TaskError::Io { path: p, source }) => {
+                assert_eq!(p, path);
+                assert_eq!(source.raw_os_error(), Some(libc::EISDIR));
+            }
+            other => panic!("expected an I/O error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_cancelled_attempt_stops_between_runs() {
+        let (_tmp, data, _) = intermediates(20);
+        let ctx = context(&data, 2);
+        let maps: Vec<u32> = (0..20).collect();
+        let result = merge_inputs(&ctx, PARTITION, &maps, "test", &|| true);
+        assert!(matches!(
+            result,
+            Err(TaskError::App(AppError::Cancelled { .. }))
+        ));
+        assert!(leftovers(&data).is_empty());
+    }
 
     /// Every line of the file lands in exactly one split, whatever the split size.
     #[test]

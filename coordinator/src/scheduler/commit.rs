@@ -149,7 +149,19 @@ impl Transition<'_> {
             return Ok(());
         };
         let task = &job.tasks(task_kind)[index as usize];
-        if task.failures >= self.config.max_task_failures {
+        // Lost intermediates are not counted against a reduce, but one that keeps finding
+        // them must not send maps round forever: it gets as many such reports as failures.
+        // (A failed attempt that did not count is exactly such a report.)
+        let failed = task
+            .attempts
+            .iter()
+            .filter(|a| a.outcome == AttemptOutcome::Failed)
+            .count() as u32;
+        let times = match kind {
+            FailureKind::BadIntermediate => failed.saturating_sub(task.failures),
+            _ => task.failures,
+        };
+        if times >= self.config.max_task_failures {
             let input = task
                 .split
                 .as_ref()
@@ -159,7 +171,7 @@ impl Transition<'_> {
                 "{} of app '{}'{input} failed {} times; last error: {error}",
                 task.label(),
                 job.spec.app.name,
-                task.failures,
+                times,
             );
             tracing::error!(error = %message, "job failed");
             return self.end_job(job_id, StoredJobEnd::Failed, message);
