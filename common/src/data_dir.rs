@@ -56,6 +56,10 @@ pub enum PathError {
     },
 }
 
+/// The name of the coordinator's state folder inside the data folder (see
+/// [`DataDir::state_dir`]).
+pub const STATE_DIR: &str = ".mr";
+
 /// An input file resolved inside the data folder.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InputFile {
@@ -204,7 +208,7 @@ impl DataDir {
     /// `.mr/`: the coordinator's own state (journal, app modules). Hidden, so no input glob
     /// matches it.
     pub fn state_dir(&self) -> PathBuf {
-        self.root.join(".mr")
+        self.root.join(STATE_DIR)
     }
 
     /// Creates `jobs/` if need be and marks it as the top of unrelated trees (ext2/3/4's
