@@ -180,8 +180,9 @@ pub fn drop_to_data_owner(data_dir: &Path) -> Result<RunsAs, PrivilegeError> {
     }
 }
 
-/// Creates and removes a probe file in the data folder and in its `.mr/` (creating it), so
-/// that a folder the process cannot write fails here, with [`PrivilegeError::NotWritable`].
+/// Creates and removes a probe file in the data folder and in its `.mr/` (creating both if
+/// need be, as the coordinator would), so that a folder the process cannot write fails here,
+/// with [`PrivilegeError::NotWritable`].
 pub fn check_writable(data_dir: &Path) -> Result<(), PrivilegeError> {
     let not_writable = |path: &Path, error| {
         // SAFETY: geteuid and getegid have no preconditions.
@@ -194,6 +195,7 @@ pub fn check_writable(data_dir: &Path) -> Result<(), PrivilegeError> {
         }
     };
     let state = data_dir.join(crate::data_dir::STATE_DIR);
+    std::fs::create_dir_all(data_dir).map_err(|e| not_writable(data_dir, e))?;
     probe(data_dir).map_err(|e| not_writable(data_dir, e))?;
     std::fs::create_dir_all(&state).map_err(|e| not_writable(&state, e))?;
     probe(&state).map_err(|e| not_writable(&state, e))
@@ -415,20 +417,43 @@ mod tests {
 
     #[test]
     fn a_writable_folder_passes_and_leaves_only_its_state_folder() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        check_writable(dir.path()).expect("writable");
-        let names: Vec<_> = std::fs::read_dir(dir.path())
+        let parent = tempfile::tempdir().expect("tempdir");
+        let dir = parent.path().join("data");
+        check_writable(&dir).expect("created and writable");
+        let names: Vec<_> = std::fs::read_dir(&dir)
             .expect("list")
             .map(|e| e.expect("entry").file_name())
             .collect();
         assert_eq!(names, [crate::data_dir::STATE_DIR]);
         assert_eq!(
-            std::fs::read_dir(dir.path().join(crate::data_dir::STATE_DIR))
+            std::fs::read_dir(dir.join(crate::data_dir::STATE_DIR))
                 .expect("list")
                 .count(),
             0,
             "no probe file is left"
         );
+    }
+
+    #[test]
+    fn a_folder_that_cannot_be_made_names_itself_and_the_ids() {
+        let parent = tempfile::tempdir().expect("tempdir");
+        let file = parent.path().join("a-file");
+        std::fs::write(&file, "").expect("write");
+        // Even root cannot create a folder under a regular file.
+        let dir = file.join("data");
+        let error = check_writable(&dir).expect_err("not writable");
+        // SAFETY: geteuid and getegid have no preconditions.
+        let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        match &error {
+            PrivilegeError::NotWritable {
+                path,
+                uid: u,
+                gid: g,
+                ..
+            } => assert_eq!((path, *u, *g), (&dir, uid, gid)),
+            other => panic!("{other:?}"),
+        }
+        assert!(error.to_string().starts_with(NOT_WRITABLE), "{error}");
     }
 
     #[test]
