@@ -59,6 +59,10 @@ pub enum PathError {
 /// The name of the coordinator's state folder inside the data folder (see
 /// [`DataDir::state_dir`]).
 pub const STATE_DIR: &str = ".mr";
+/// The coordinator's journal, inside [`STATE_DIR`].
+pub const JOURNAL_FILE: &str = "journal";
+/// The folder of every job's folder, inside the data folder.
+pub const JOBS_DIR: &str = "jobs";
 
 /// An input file resolved inside the data folder.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -217,7 +221,7 @@ impl DataDir {
     /// thousands of inodes: ext4 without a journal scans past every recently freed inode,
     /// one by one, for each file it creates.
     pub fn prepare_jobs_dir(&self) -> std::io::Result<()> {
-        let jobs = self.root.join("jobs");
+        let jobs = self.root.join(JOBS_DIR);
         std::fs::create_dir_all(&jobs)?;
         mark_top_dir(&jobs)
     }

@@ -181,8 +181,9 @@ pub fn drop_to_data_owner(data_dir: &Path) -> Result<RunsAs, PrivilegeError> {
 }
 
 /// Creates and removes a probe file in the data folder and in its `.mr/` (creating both if
-/// need be, as the coordinator would), so that a folder the process cannot write fails here,
-/// with [`PrivilegeError::NotWritable`].
+/// need be, as the coordinator would) and in `jobs/` if it exists, and opens the journal if
+/// it exists, so that a folder the process cannot write, or state an earlier run left under
+/// another owner, fails here, with [`PrivilegeError::NotWritable`].
 pub fn check_writable(data_dir: &Path) -> Result<(), PrivilegeError> {
     let not_writable = |path: &Path, error| {
         // SAFETY: geteuid and getegid have no preconditions.
@@ -198,7 +199,20 @@ pub fn check_writable(data_dir: &Path) -> Result<(), PrivilegeError> {
     std::fs::create_dir_all(data_dir).map_err(|e| not_writable(data_dir, e))?;
     probe(data_dir).map_err(|e| not_writable(data_dir, e))?;
     std::fs::create_dir_all(&state).map_err(|e| not_writable(&state, e))?;
-    probe(&state).map_err(|e| not_writable(&state, e))
+    probe(&state).map_err(|e| not_writable(&state, e))?;
+    let journal = state.join(crate::data_dir::JOURNAL_FILE);
+    if journal.exists() {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(&journal)
+            .map_err(|e| not_writable(&journal, e))?;
+    }
+    let jobs = data_dir.join(crate::data_dir::JOBS_DIR);
+    if jobs.is_dir() {
+        probe(&jobs).map_err(|e| not_writable(&jobs, e))?;
+    }
+    Ok(())
 }
 
 fn probe(dir: &Path) -> io::Result<()> {

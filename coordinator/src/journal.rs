@@ -122,7 +122,7 @@ pub struct Journal {
 impl Journal {
     /// Opens (creating) the journal in `dir` and returns it with every whole record in it.
     pub fn open(dir: &Path, sync: bool) -> Result<(Self, Vec<Record>), JournalError> {
-        let path = dir.join("journal");
+        let path = dir.join(mr_common::data_dir::JOURNAL_FILE);
         let io = |source| JournalError::Io {
             path: path.clone(),
             source,
