@@ -1,20 +1,18 @@
 #!/usr/bin/env bash
 # `docker compose` (v2) or `docker-compose` (v1.29) on the repository's docker-compose.yml,
-# whichever is installed, with the services running as the owner of the data folder:
+# whichever is installed:
 #
 #   scripts/compose.sh up -d --scale worker=4
 #   scripts/compose.sh logs -f coordinator
 #   scripts/compose.sh down
 #
-# MR_UID/MR_GID default to the owner of ${MR_DATA:-./data} (so root's data → root in the
-# containers, a user's → that user); set them to override. See deploy/README.md.
+# Nothing to set: the services run as the owner of ${MR_DATA:-./data}, whoever that is (the
+# binaries switch to it themselves; MR_UID/MR_GID override). See deploy/README.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-data=${MR_DATA:-./data}
-mkdir -p "$data"
-export MR_UID=${MR_UID:-$(stat -c %u "$data")}
-export MR_GID=${MR_GID:-$(stat -c %g "$data")}
+# The bind mount needs the folder to exist (compose does not create it).
+mkdir -p "${MR_DATA:-./data}"
 
 if docker compose version >/dev/null 2>&1; then
   exec docker compose "$@"

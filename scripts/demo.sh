@@ -2,7 +2,8 @@
 # The main job on a compose cluster: the coordinator and 4 workers in containers sharing
 # ./data, wc over the lab texts submitted with grpcurl, progress followed with WatchJob,
 # the top 10 words printed. The cluster stays up: `make down` takes it away.
-# Run by `make demo` after `make images`. MR_PORT, MR_DATA, MR_UID/MR_GID as in compose.
+# Run by `make demo` after `make images`. MR_PORT, MR_DATA as in compose; the services run
+# as the data folder's owner by themselves, so its outputs are that user's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -56,6 +56,14 @@ pub enum PathError {
     },
 }
 
+/// The name of the coordinator's state folder inside the data folder (see
+/// [`DataDir::state_dir`]).
+pub const STATE_DIR: &str = ".mr";
+/// The coordinator's journal, inside [`STATE_DIR`].
+pub const JOURNAL_FILE: &str = "journal";
+/// The folder of every job's folder, inside the data folder.
+pub const JOBS_DIR: &str = "jobs";
+
 /// An input file resolved inside the data folder.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InputFile {
@@ -204,7 +212,7 @@ impl DataDir {
     /// `.mr/`: the coordinator's own state (journal, app modules). Hidden, so no input glob
     /// matches it.
     pub fn state_dir(&self) -> PathBuf {
-        self.root.join(".mr")
+        self.root.join(STATE_DIR)
     }
 
     /// Creates `jobs/` if need be and marks it as the top of unrelated trees (ext2/3/4's
@@ -213,7 +221,7 @@ impl DataDir {
     /// thousands of inodes: ext4 without a journal scans past every recently freed inode,
     /// one by one, for each file it creates.
     pub fn prepare_jobs_dir(&self) -> std::io::Result<()> {
-        let jobs = self.root.join("jobs");
+        let jobs = self.root.join(JOBS_DIR);
         std::fs::create_dir_all(&jobs)?;
         mark_top_dir(&jobs)
     }

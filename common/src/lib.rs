@@ -1,10 +1,12 @@
 //! What the coordinator and the worker share beyond the gRPC schema: where files live on the
 //! shared data folder and which paths a job may touch ([`data_dir`]), and how both binaries
 //! set up their logs ([`telemetry`]), TLS files and bearer tokens on the client side
-//! ([`security`]), and the open-file limit both raise at start ([`limits`]).
+//! ([`security`]), the open-file limit both raise at start ([`limits`]), and which user they
+//! run as when started as root ([`privileges`]).
 
 pub mod data_dir;
 pub mod limits;
+pub mod privileges;
 pub mod security;
 pub mod shutdown;
 pub mod telemetry;

@@ -233,7 +233,7 @@ impl Journal {
     /// Opens (creating) the snapshot and journal in `dir` and returns them with every whole
     /// record they hold, snapshot first.
     pub fn open(dir: &Path, sync: bool) -> Result<(Self, Vec<Record>), JournalError> {
-        let path = dir.join("journal");
+        let path = dir.join(mr_common::data_dir::JOURNAL_FILE);
         let snapshot_path = dir.join("snapshot");
         let io = |path: &Path| {
             let path = path.to_path_buf();

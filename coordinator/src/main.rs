@@ -2,6 +2,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use mr_common::privileges;
 use mr_common::telemetry::{self, LogFormat};
 use mr_coordinator::config::CoordinatorConfig;
 use std::net::SocketAddr;
@@ -136,9 +137,28 @@ enum Command {
     },
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+// No `#[tokio::main]`: the identity switch below must happen before the runtime starts its
+// threads (set*id and capset act on the calling thread first).
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if cli.command.is_none() {
+        telemetry::init(cli.log_format);
+        let _ = mr_common::limits::raise_open_file_limit(); // logs what it did; runs on without
+    }
+    // Started as root (compose), run as the data folder's owner before any file is created.
+    privileges::drop_to_data_owner(&cli.data_dir)?;
+    if cli.command.is_none() {
+        // One clear message now rather than a journal error later.
+        privileges::check_writable(&cli.data_dir)?;
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(serve(cli))
+}
+
+async fn serve(cli: Cli) -> anyhow::Result<()> {
     if let Some(Command::Health {
         addr,
         tls_ca,
@@ -153,8 +173,6 @@ async fn main() -> anyhow::Result<()> {
         println!("SERVING");
         return Ok(());
     }
-    telemetry::init(cli.log_format);
-    let _ = mr_common::limits::raise_open_file_limit(); // logs what it did; runs on without
     let config = cli.config();
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

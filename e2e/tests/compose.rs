@@ -7,13 +7,15 @@
 //! fails. The tests run one after the other (each brings up its own cluster), and every
 //! cluster is taken down, even when a test fails.
 
+use mr_common::privileges::NOT_WRITABLE;
 use mr_e2e::{
     assert_same_lines, files_under, free_port, lab_inputs, read_output_lines, reference_in,
     repo_root, tail, write_big_inputs,
 };
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use std::path::PathBuf;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -34,6 +36,114 @@ fn image() -> String {
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The owner (uid, gid) of a path.
+fn owner_of(path: &Path) -> (u32, u32) {
+    let meta = std::fs::metadata(path).unwrap_or_else(|e| panic!("stat {}: {e}", path.display()));
+    (meta.uid(), meta.gid())
+}
+
+/// Everything the cluster writes in the data folder: `jobs/` and `.mr/` with all that is
+/// under them (folders too), as (path, uid, gid).
+fn written_by_cluster(data: &Path) -> Vec<(PathBuf, u32, u32)> {
+    let mut found = Vec::new();
+    let mut stack = vec![data.join("jobs"), data.join(".mr")];
+    while let Some(path) = stack.pop() {
+        let meta = std::fs::symlink_metadata(&path)
+            .unwrap_or_else(|e| panic!("stat {}: {e}", path.display()));
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(&path).expect("list a folder") {
+                stack.push(entry.expect("a folder entry").path());
+            }
+        }
+        found.push((path, meta.uid(), meta.gid()));
+    }
+    found
+}
+
+/// Who a container's main process runs as, from /proc on the host (the image has no shell).
+#[derive(Debug, PartialEq, Eq)]
+struct ProcessIdentity {
+    /// Real, effective, saved and file-system uid.
+    uids: Vec<u32>,
+    /// The same for the gid.
+    gids: Vec<u32>,
+    /// Effective and permitted capabilities.
+    cap_eff: u64,
+    cap_prm: u64,
+}
+
+impl ProcessIdentity {
+    /// What the binaries must run as after start-up: `uid`/`gid`, no capability.
+    fn expected(uid: u32, gid: u32) -> Self {
+        ProcessIdentity {
+            uids: vec![uid; 4],
+            gids: vec![gid; 4],
+            cap_eff: 0,
+            cap_prm: 0,
+        }
+    }
+
+    fn of(container: &str) -> Self {
+        let pid = docker(&["inspect", "--format", "{{.State.Pid}}", container]);
+        let path = format!("/proc/{}/status", pid.trim());
+        let status = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+        let field = |name: &str| -> Vec<&str> {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .unwrap_or_else(|| panic!("no {name} in {path}"))
+                .split_whitespace()
+                .collect()
+        };
+        let ids = |name| -> Vec<u32> {
+            field(name)
+                .iter()
+                .map(|v| v.parse().expect("an id"))
+                .collect()
+        };
+        let caps = |name| u64::from_str_radix(field(name)[0], 16).expect("a capability mask");
+        ProcessIdentity {
+            uids: ids("Uid:"),
+            gids: ids("Gid:"),
+            cap_eff: caps("CapEff:"),
+            cap_prm: caps("CapPrm:"),
+        }
+    }
+}
+
+/// The coordinator and every running worker run as the data folder's owner with no
+/// capability, and every file and folder the cluster wrote belongs to that owner.
+fn assert_runs_as_folder_owner(project: &Project) {
+    let (uid, gid) = owner_of(&project.data);
+    let mut containers = project.containers("coordinator", false);
+    containers.extend(project.containers("worker", false));
+    for id in &containers {
+        assert_eq!(
+            ProcessIdentity::of(id),
+            ProcessIdentity::expected(uid, gid),
+            "container {id} runs as the data folder's owner {uid}:{gid}, without capabilities"
+        );
+    }
+    let written = written_by_cluster(&project.data);
+    assert!(
+        written.iter().any(|(p, ..)| p.ends_with("journal")),
+        "the journal is among the files checked: {written:?}"
+    );
+    let others: Vec<_> = written
+        .iter()
+        .filter(|(_, u, g)| (*u, *g) != (uid, gid))
+        .collect();
+    assert!(
+        others.is_empty(),
+        "files not owned by the data folder's owner {uid}:{gid}: {others:?}"
+    );
+    eprintln!(
+        "{} containers run as {uid}:{gid} with no capability; {} files and folders written, all {uid}:{gid}",
+        containers.len(),
+        written.len()
+    );
 }
 
 fn run(cmd: &mut Command) -> Output {
@@ -164,11 +274,10 @@ impl Project {
             .arg("--file")
             .arg(repo_root().join("docker-compose.yml"))
             .args(args)
-            // The containers run as the owner of the data folder (us), so that they can
-            // write it and the temporary folder can be removed afterwards.
-            // SAFETY: geteuid/getegid have no preconditions.
-            .env("MR_UID", unsafe { libc::geteuid() }.to_string())
-            .env("MR_GID", unsafe { libc::getegid() }.to_string())
+            // No MR_UID/MR_GID (cleared, should our environment have them): the services
+            // must find the data folder's owner by themselves.
+            .env("MR_UID", "")
+            .env("MR_GID", "")
             .env("MR_DATA", &self.data)
             .env("MR_PORT", self.port.to_string())
             .env("MR_BIND", "127.0.0.1")
@@ -210,6 +319,23 @@ impl Project {
             );
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+
+    /// `run --rm -T coordinator`: the coordinator alone, in the foreground, without the
+    /// restart policy; its exit status and output, once it exits (within `timeout`).
+    fn run_coordinator(&self, timeout: Duration) -> Output {
+        let child = self
+            .command(&["run", "--rm", "-T", "coordinator"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start compose run");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(child.wait_with_output()));
+        rx.recv_timeout(timeout)
+            .unwrap_or_else(|_| panic!("the coordinator still runs after {timeout:?}"))
+            .expect("compose run")
     }
 
     /// Container ids of a service: running ones, or all.
@@ -506,6 +632,8 @@ fn lab_and_big_jobs_are_exact_through_a_kill_and_a_scale_up() {
         "the lab's known digest"
     );
     eprintln!("lab job {lab} exact after {:?}", started.elapsed());
+    // No MR_UID: the services run as the folder's owner (root, when the tests run as root).
+    assert_runs_as_folder_owner(&project);
 
     // A larger job: dozens of 1 MiB splits; one worker is killed mid-job and the workers
     // are scaled up to 4 meanwhile.
@@ -967,4 +1095,67 @@ fn a_partitioned_workers_late_report_is_ignored_and_the_output_is_exact() {
         "partition test done after {:?} ({cuts} cut(s))",
         started.elapsed()
     );
+}
+
+#[test]
+fn a_folder_of_uid_1000_is_served_as_1000_and_an_unwritable_one_is_refused_clearly() {
+    let _serial = serial();
+    let started = Instant::now();
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED compose owner 1000: giving the data folder to uid 1000 needs root");
+        return;
+    }
+    let Some(mut project) = Project::new("compose owner 1000") else {
+        return;
+    };
+    let chown = |mode: u32| {
+        let out = run(Command::new("chown")
+            .arg("-R")
+            .arg("1000:1000")
+            .arg(&project.data));
+        assert!(out.status.success(), "chown: {}", text(&out.stderr));
+        std::fs::set_permissions(&project.data, std::fs::Permissions::from_mode(mode))
+            .expect("chmod the data folder");
+    };
+
+    // Read-only for its owner: the coordinator stops at once, with one message saying so.
+    chown(0o555);
+    let out = project.run_coordinator(Duration::from_secs(60));
+    let said = text(&out.stdout) + &text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "the coordinator fails:\n{said}");
+    let line = said
+        .lines()
+        .find(|l| l.contains(NOT_WRITABLE))
+        .unwrap_or_else(|| panic!("no \"{NOT_WRITABLE}\" in:\n{said}"));
+    assert!(
+        line.contains("/data ") && line.contains("1000:1000"),
+        "the message names the folder and the uid:gid: {line}"
+    );
+    assert!(
+        !project.data.join(".mr").exists(),
+        "nothing is created in an unwritable folder"
+    );
+    eprintln!(
+        "unwritable folder refused after {:?}: {line}",
+        started.elapsed()
+    );
+
+    // Writable by its owner 1000: the cluster runs as 1000, and so does all it writes.
+    chown(0o755);
+    project.up(2, &[]);
+    assert_eq!(project.containers("worker", false).len(), 2, "2 workers");
+    let job_id = project.submit(&json!({"app": "wc", "inputs": ["input/pg-*.txt"], "n_reduce": 3}));
+    let job = project.wait_job(&job_id, Duration::from_secs(120));
+    assert_eq!(state(&job), "JOB_STATE_SUCCEEDED", "{}", progress(&job));
+    assert_eq!(outputs(&job).len(), 3, "one output per reduce");
+    assert_same_lines(
+        &read_output_lines(&project.data, &outputs(&job)),
+        &reference_in(&project.data, "wc", &lab_inputs()),
+        "wc as uid 1000",
+    );
+    assert_eq!(owner_of(&project.data), (1000, 1000));
+    assert_runs_as_folder_owner(&project);
+    project.down_leaving_nothing();
+    eprintln!("owner 1000 test done after {:?}", started.elapsed());
 }

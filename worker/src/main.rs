@@ -3,6 +3,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use mr_common::privileges;
 use mr_common::telemetry::{self, LogFormat};
 use mr_worker::app_runtime::Limits;
 use mr_worker::runner::{self, WorkerConfig};
@@ -57,19 +58,31 @@ enum Command {
     },
 }
 
-// One thread runs the worker's loop, its RPCs and heartbeats (tasks run on a blocking
-// thread): a task's report and the next request then cost no hand-offs between threads.
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
     let _ = mr_common::limits::raise_open_file_limit(); // logs what it did; runs on without
+    // Started as root (compose), run as the data folder's owner before any thread or file
+    // exists. `sequential` is a local tool: it runs as whoever starts it.
+    if cli.command.is_none() {
+        privileges::drop_to_data_owner(&cli.data_dir)?;
+    }
     // A file size limit (RLIMIT_FSIZE) must fail the write, as a full disk does, so the task
     // fails with a clear error; by default SIGXFSZ would kill the worker instead.
     // SAFETY: installing SIG_IGN for one signal before any other thread exists.
     unsafe {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
+    // One thread runs the worker's loop, its RPCs and heartbeats (tasks run on a blocking
+    // thread): a task's report and the next request then cost no hand-offs between threads.
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(work(cli))
+}
+
+async fn work(cli: Cli) -> anyhow::Result<()> {
     if let Some(Command::Sequential {
         app,
         output,
