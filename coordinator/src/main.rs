@@ -65,6 +65,27 @@ struct Cli {
     /// PEM private key of --tls-cert.
     #[arg(long, env = "MR_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Most connections open at once (also kept under the open-file limit).
+    #[arg(long, env = "MR_MAX_CONNECTIONS", default_value_t = 10_000)]
+    max_connections: usize,
+    /// Close a connection whose client sends nothing for this long.
+    #[arg(long, env = "MR_CONNECTION_IDLE_TIMEOUT", default_value = "120s", value_parser = humantime::parse_duration)]
+    connection_idle_timeout: Duration,
+    /// Interval of HTTP/2 keepalive pings to clients.
+    #[arg(long, env = "MR_HTTP2_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    http2_keepalive_interval: Duration,
+    /// Close a connection whose client does not answer a keepalive ping within this.
+    #[arg(long, env = "MR_HTTP2_KEEPALIVE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    http2_keepalive_timeout: Duration,
+    /// TCP keepalive probes after this long without traffic ("0s": off).
+    #[arg(long, env = "MR_TCP_KEEPALIVE", default_value = "60s", value_parser = humantime::parse_duration)]
+    tcp_keepalive: Duration,
+    /// Most WatchJob streams open at once, over all clients.
+    #[arg(long, env = "MR_MAX_WATCH_STREAMS", default_value_t = 1024)]
+    max_watch_streams: usize,
+    /// Most WatchJob streams open at once from one client (IP address).
+    #[arg(long, env = "MR_MAX_WATCH_STREAMS_PER_CLIENT", default_value_t = 32)]
+    max_watch_streams_per_client: usize,
     /// Log line format.
     #[arg(long, env = "MR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -119,6 +140,13 @@ async fn main() -> anyhow::Result<()> {
         auth_token: cli.auth_token,
         tls_cert: cli.tls_cert,
         tls_key: cli.tls_key,
+        max_connections: cli.max_connections.max(1),
+        connection_idle_timeout: cli.connection_idle_timeout.max(Duration::from_millis(100)),
+        http2_keepalive_interval: cli.http2_keepalive_interval.max(Duration::from_millis(100)),
+        http2_keepalive_timeout: cli.http2_keepalive_timeout.max(Duration::from_millis(100)),
+        tcp_keepalive: Some(cli.tcp_keepalive).filter(|d| !d.is_zero()),
+        max_watch_streams: cli.max_watch_streams,
+        max_watch_streams_per_client: cli.max_watch_streams_per_client,
         ..CoordinatorConfig::default()
     };
     let listener = tokio::net::TcpListener::bind(config.listen)

@@ -373,6 +373,7 @@ impl Cluster {
                 .watch_job(pb::WatchJobRequest {
                     job_id: job_id.into(),
                     detailed: false,
+                    ..Default::default()
                 })
                 .await
                 .expect("watch job")

@@ -120,6 +120,7 @@ async fn bad_requests_get_clear_statuses_and_the_server_stays_healthy() {
         jobs.watch_job(pb::WatchJobRequest {
             job_id: "nope".into(),
             detailed: false,
+            ..Default::default()
         })
         .await
         .expect_err("watch"),
@@ -212,6 +213,7 @@ async fn a_cancelled_job_stops_and_the_next_one_runs() {
         .watch_job(pb::WatchJobRequest {
             job_id: slow.clone(),
             detailed: false,
+            ..Default::default()
         })
         .await
         .expect("watch")
@@ -228,6 +230,7 @@ async fn a_cancelled_job_stops_and_the_next_one_runs() {
         .watch_job(pb::WatchJobRequest {
             job_id: slow.clone(),
             detailed: true,
+            ..Default::default()
         })
         .await
         .expect("watch with tasks")
