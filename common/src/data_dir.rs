@@ -368,8 +368,7 @@ impl<'a> GlobWalk<'a> {
                 }
                 for name in self.list(dir, rel) {
                     let child = dir.join(&name);
-                    if name.starts_with('.')
-                        || !child.symlink_metadata().is_ok_and(|m| m.is_dir())
+                    if name.starts_with('.') || !child.symlink_metadata().is_ok_and(|m| m.is_dir())
                     {
                         continue;
                     }
@@ -446,11 +445,7 @@ impl<'a> GlobWalk<'a> {
     }
 
     /// Adds the matched entry if it is a regular file inside the data folder.
-    fn candidate(
-        &mut self,
-        relative: String,
-        files: &mut Vec<InputFile>,
-    ) -> Result<(), PathError> {
+    fn candidate(&mut self, relative: String, files: &mut Vec<InputFile>) -> Result<(), PathError> {
         let resolved = match self.data.resolve(self.field, &relative) {
             Ok(resolved) => resolved,
             Err(PathError::DanglingLink { .. }) => {

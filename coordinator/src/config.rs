@@ -75,7 +75,7 @@ pub struct CoordinatorConfig {
     /// TCP keepalive probes after this long without traffic (the kernel then closes a
     /// connection to a vanished host). Default 60 s; `None`: off.
     pub tcp_keepalive: Option<Duration>,
-    /// Most `WatchJob` streams open at once, over all clients. Default 1024.
+    /// Most `WatchJob` streams open at once, over all clients. Default 256.
     pub max_watch_streams: usize,
     /// Most `WatchJob` streams open at once from one client (by IP address). Default 32.
     pub max_watch_streams_per_client: usize,
@@ -106,7 +106,7 @@ impl Default for CoordinatorConfig {
             http2_keepalive_interval: Duration::from_secs(30),
             http2_keepalive_timeout: Duration::from_secs(10),
             tcp_keepalive: Some(Duration::from_secs(60)),
-            max_watch_streams: 1024,
+            max_watch_streams: 256,
             max_watch_streams_per_client: 32,
         }
     }

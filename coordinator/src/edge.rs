@@ -72,8 +72,7 @@ where
     }
 
     fn call(&mut self, request: Req) -> Self::Future {
-        let future = match std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.call(request)))
-        {
+        let future = match std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.call(request))) {
             Ok(future) => future,
             Err(panic) => return futures::future::ready(Ok(panic_response(panic))).boxed(),
         };
@@ -114,7 +113,9 @@ pub fn connection_cap(configured: usize) -> usize {
         return configured.max(1);
     }
     let room = limit.rlim_cur.saturating_sub(FD_RESERVE).max(1);
-    configured.min(usize::try_from(room).unwrap_or(usize::MAX)).max(1)
+    configured
+        .min(usize::try_from(room).unwrap_or(usize::MAX))
+        .max(1)
 }
 
 /// The accepted connections of the coordinator, as tonic's `serve_with_incoming` takes them.
@@ -191,11 +192,7 @@ impl Stream for Incoming {
                 None => return Poll::Ready(None),
                 Some(Ok(stream)) => match this.slots.clone().try_acquire_owned() {
                     Ok(permit) => {
-                        return Poll::Ready(Some(Ok(Conn::new(
-                            stream,
-                            permit,
-                            this.idle_timeout,
-                        ))));
+                        return Poll::Ready(Some(Ok(Conn::new(stream, permit, this.idle_timeout))));
                     }
                     Err(_) => this.refuse(stream),
                 },
@@ -315,10 +312,7 @@ impl AsyncWrite for Conn {
         Pin::new(&mut self.stream).poll_flush(cx)
     }
 
-    fn poll_shutdown(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<std::io::Result<()>> {
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
@@ -357,7 +351,11 @@ mod tests {
                 .call(http::Request::new(()))
                 .await
                 .expect("infallible");
-            assert_eq!(response.status(), http::StatusCode::OK, "gRPC errors are HTTP 200");
+            assert_eq!(
+                response.status(),
+                http::StatusCode::OK,
+                "gRPC errors are HTTP 200"
+            );
             let status = tonic::Status::from_header_map(response.headers()).expect("grpc-status");
             assert_eq!(status.code(), Code::Internal);
             assert!(status.message().contains("boom"), "{}", status.message());

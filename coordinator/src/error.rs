@@ -84,7 +84,9 @@ pub enum CoordinatorError {
     #[error("no app module with sha256 {sha256}")]
     UnknownModule { sha256: String },
     /// A cap on open `WatchJob` streams is reached (`limit` is the setting named `setting`).
-    #[error("too many open WatchJob streams: at most {limit} {scope} ({setting}); close one or poll GetJob")]
+    #[error(
+        "too many open WatchJob streams: at most {limit} {scope} ({setting}); close one or poll GetJob"
+    )]
     TooManyWatches {
         limit: usize,
         scope: &'static str,

@@ -81,7 +81,7 @@ struct Cli {
     #[arg(long, env = "MR_TCP_KEEPALIVE", default_value = "60s", value_parser = humantime::parse_duration)]
     tcp_keepalive: Duration,
     /// Most WatchJob streams open at once, over all clients.
-    #[arg(long, env = "MR_MAX_WATCH_STREAMS", default_value_t = 1024)]
+    #[arg(long, env = "MR_MAX_WATCH_STREAMS", default_value_t = 256)]
     max_watch_streams: usize,
     /// Most WatchJob streams open at once from one client (IP address).
     #[arg(long, env = "MR_MAX_WATCH_STREAMS_PER_CLIENT", default_value_t = 32)]

@@ -70,7 +70,10 @@ impl WatchLimits {
     }
 
     /// A slot for one more stream of `client`, or the cap that is reached.
-    pub fn acquire(self: &Arc<Self>, client: Option<IpAddr>) -> Result<WatchSlot, CoordinatorError> {
+    pub fn acquire(
+        self: &Arc<Self>,
+        client: Option<IpAddr>,
+    ) -> Result<WatchSlot, CoordinatorError> {
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
         if open.total >= self.total_cap {
             return Err(CoordinatorError::TooManyWatches {
@@ -97,7 +100,10 @@ impl WatchLimits {
 
     /// Streams open now (for tests).
     pub fn open(&self) -> usize {
-        self.open.lock().unwrap_or_else(PoisonError::into_inner).total
+        self.open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .total
     }
 }
 
@@ -110,7 +116,11 @@ pub struct WatchSlot {
 
 impl Drop for WatchSlot {
     fn drop(&mut self) {
-        let mut open = self.limits.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut open = self
+            .limits
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         open.total = open.total.saturating_sub(1);
         if let Some(mine) = open.per_client.get_mut(&self.client) {
             *mine = mine.saturating_sub(1);
@@ -169,9 +179,9 @@ pub fn stream(
         w.first = false;
         w.changes.borrow_and_update();
         let window = w.window;
-        let (job, ended) = w
-            .scheduler
-            .with_job(&w.job_id, |job| (snapshot(job, window), job.state.is_terminal()))?;
+        let (job, ended) = w.scheduler.with_job(&w.job_id, |job| {
+            (snapshot(job, window), job.state.is_terminal())
+        })?;
         w.done = ended;
         Some((Ok(job), w))
     }))
@@ -208,10 +218,16 @@ mod tests {
         let a1 = limits.acquire(a).expect("a1");
         let _a2 = limits.acquire(a).expect("a2");
         let err = limits.acquire(a).expect_err("a3");
-        assert!(matches!(err, CoordinatorError::TooManyWatches { limit: 2, .. }));
+        assert!(matches!(
+            err,
+            CoordinatorError::TooManyWatches { limit: 2, .. }
+        ));
         let _b1 = limits.acquire(b).expect("b1");
         let err = limits.acquire(b).expect_err("total");
-        assert!(matches!(err, CoordinatorError::TooManyWatches { limit: 3, .. }));
+        assert!(matches!(
+            err,
+            CoordinatorError::TooManyWatches { limit: 3, .. }
+        ));
         let status = Status::from(err);
         assert_eq!(status.code(), tonic::Code::ResourceExhausted);
         assert!(status.message().contains("--max-watch-streams"));
@@ -224,6 +240,9 @@ mod tests {
     fn pages_are_capped() {
         assert_eq!(TaskWindow::new(7, 0).size, MAX_WATCH_TASK_PAGE as usize);
         assert_eq!(TaskWindow::new(7, 10).size, 10);
-        assert_eq!(TaskWindow::new(7, u32::MAX).size, MAX_WATCH_TASK_PAGE as usize);
+        assert_eq!(
+            TaskWindow::new(7, u32::MAX).size,
+            MAX_WATCH_TASK_PAGE as usize
+        );
     }
 }
