@@ -43,6 +43,25 @@ pub enum PathError {
     /// Nothing matched the path or glob.
     #[error("{field}: '{path}' matches no file in the data folder")]
     NoMatch { field: String, path: String },
+    /// The glob matched only entries it had to skip (see [`DataDir::expand_inputs`]).
+    #[error(
+        "{field}: '{path}' matches no usable file: skipped {skipped} (names that are not UTF-8, dangling symbolic links, unreadable folders)"
+    )]
+    NoUsableMatch {
+        field: String,
+        path: String,
+        skipped: usize,
+    },
+    /// The path names a symbolic link whose target is missing (or a loop of links).
+    #[error("{field}: '{path}' is a symbolic link to a missing file")]
+    DanglingLink { field: String, path: String },
+    /// The path cannot name a file: a NUL byte, too long, a name too long.
+    #[error("{field}: '{path}' {reason}")]
+    Unusable {
+        field: String,
+        path: String,
+        reason: String,
+    },
     /// The path exists but is not a regular file.
     #[error("{field}: '{path}' is not a regular file")]
     NotAFile { field: String, path: String },
@@ -103,17 +122,26 @@ impl DataDir {
         check_relative(field, relative)?;
         let joined = self.root.join(relative);
         let canonical = joined.canonicalize().map_err(|source| {
-            if source.kind() == std::io::ErrorKind::NotFound {
-                PathError::NoMatch {
-                    field: field.to_string(),
-                    path: relative.to_string(),
+            let is_link = joined.symlink_metadata().is_ok_and(|m| m.is_symlink());
+            let field = field.to_string();
+            let path = relative.to_string();
+            match source.raw_os_error() {
+                // A link to nothing, or a loop of links.
+                Some(libc::ENOENT | libc::ELOOP) if is_link => {
+                    PathError::DanglingLink { field, path }
                 }
-            } else {
-                PathError::Io {
-                    field: field.to_string(),
-                    path: relative.to_string(),
+                Some(libc::ENOENT | libc::ENOTDIR) => PathError::NoMatch { field, path },
+                Some(libc::ELOOP) => PathError::DanglingLink { field, path },
+                Some(libc::ENAMETOOLONG) => PathError::Unusable {
+                    field,
+                    path,
+                    reason: "is too long for the file system".into(),
+                },
+                _ => PathError::Io {
+                    field,
+                    path,
                     source,
-                }
+                },
             }
         })?;
         if !canonical.starts_with(&self.root) {
@@ -127,6 +155,13 @@ impl DataDir {
 
     /// Expands a job's inputs (paths or globs relative to the folder) into regular files,
     /// sorted and without duplicates. Every pattern must match at least one file.
+    ///
+    /// A glob is walked one path component at a time (each component a [`glob::Pattern`],
+    /// `**` any number of folders). What a glob meets but cannot use is skipped with a
+    /// warning, never fatal, as long as something else matches: names that are not UTF-8
+    /// (a job names its files in UTF-8 strings), dangling or looping symbolic links, folders
+    /// that cannot be listed. A glob matching only such entries is [`PathError::NoUsableMatch`].
+    /// A symbolic link leading out of the folder is refused, in a glob too.
     pub fn expand_inputs(&self, patterns: &[String]) -> Result<Vec<InputFile>, PathError> {
         let mut files = Vec::new();
         for (i, pattern) in patterns.iter().enumerate() {
@@ -134,33 +169,15 @@ impl DataDir {
             check_relative(&field, pattern)?;
             let before = files.len();
             if is_glob(pattern) {
-                let full = format!(
-                    "{}/{}",
-                    glob::Pattern::escape(&self.root.to_string_lossy()),
-                    pattern
-                );
-                let options = glob::MatchOptions {
-                    case_sensitive: true,
-                    require_literal_separator: true,
-                    // Dot files are temp files and hidden state, never inputs by accident.
-                    require_literal_leading_dot: true,
-                };
-                let matches = glob::glob_with(&full, options).map_err(|e| PathError::BadGlob {
-                    field: field.clone(),
-                    path: pattern.clone(),
-                    message: e.msg.to_string(),
-                })?;
-                for entry in matches {
-                    // `input/.*` also yields `input/.` and `input/..`: not files, never inputs.
-                    let Ok(path) = entry else { continue };
-                    if path.file_name().is_none() || path.ends_with(".") {
-                        continue;
-                    }
-                    let relative = self.relative_name(&path);
-                    let resolved = self.resolve(&field, &relative)?;
-                    if resolved.is_file() {
-                        files.push(self.input_file(&field, relative, &resolved)?);
-                    }
+                let mut walk = GlobWalk::new(self, &field, pattern)?;
+                walk.run(&mut files)?;
+                let skipped = walk.skipped;
+                if files.len() == before && skipped > 0 {
+                    return Err(PathError::NoUsableMatch {
+                        field,
+                        path: pattern.clone(),
+                        skipped,
+                    });
                 }
             } else {
                 let resolved = self.resolve(&field, pattern)?;
@@ -199,14 +216,6 @@ impl DataDir {
             })?
             .len();
         Ok(InputFile { relative, size })
-    }
-
-    fn relative_name(&self, path: &Path) -> String {
-        let rel = path.strip_prefix(&self.root).unwrap_or(path);
-        rel.components()
-            .map(|c| c.as_os_str().to_string_lossy())
-            .collect::<Vec<_>>()
-            .join("/")
     }
 
     /// `.mr/`: the coordinator's own state (journal, app modules). Hidden, so no input glob
@@ -264,6 +273,229 @@ impl DataDir {
     }
 }
 
+/// One component of a glob, as [`GlobWalk`] matches it.
+enum GlobPart {
+    /// A name without wildcards.
+    Literal(String),
+    /// A name with wildcards, matched against each entry of a folder.
+    Pattern(glob::Pattern),
+    /// `**`: this folder and every folder below it (not through symbolic links).
+    AnyDepth,
+}
+
+/// Expands one glob by listing only the folders its components lead to. Entries it cannot
+/// use are counted in `skipped` and logged once, never a panic nor an error of the whole
+/// glob (`glob::glob` panics on a name that is not UTF-8, anywhere in a listed folder).
+struct GlobWalk<'a> {
+    data: &'a DataDir,
+    field: &'a str,
+    pattern: &'a str,
+    parts: Vec<GlobPart>,
+    /// Entries skipped: not UTF-8, dangling links, unlistable folders.
+    skipped: usize,
+    /// The first skipped entry and why, for the log.
+    first_skipped: Option<String>,
+}
+
+impl<'a> GlobWalk<'a> {
+    fn new(data: &'a DataDir, field: &'a str, pattern: &'a str) -> Result<Self, PathError> {
+        let mut parts = Vec::new();
+        for component in pattern.split('/').filter(|c| !c.is_empty() && *c != ".") {
+            parts.push(if component == "**" {
+                GlobPart::AnyDepth
+            } else if is_glob(component) {
+                GlobPart::Pattern(glob::Pattern::new(component).map_err(|e| {
+                    PathError::BadGlob {
+                        field: field.to_string(),
+                        path: pattern.to_string(),
+                        message: e.msg.to_string(),
+                    }
+                })?)
+            } else {
+                GlobPart::Literal(component.to_string())
+            });
+        }
+        // `dir/**` means every file below `dir`.
+        if matches!(parts.last(), Some(GlobPart::AnyDepth)) {
+            parts.push(GlobPart::Pattern(glob::Pattern::new("*").map_err(|e| {
+                PathError::BadGlob {
+                    field: field.to_string(),
+                    path: pattern.to_string(),
+                    message: e.msg.to_string(),
+                }
+            })?));
+        }
+        Ok(Self {
+            data,
+            field,
+            pattern,
+            parts,
+            skipped: 0,
+            first_skipped: None,
+        })
+    }
+
+    fn run(&mut self, files: &mut Vec<InputFile>) -> Result<(), PathError> {
+        let root = self.data.root.clone();
+        self.visit(&root, &mut Vec::new(), 0, 0, files)?;
+        if let Some(first) = &self.first_skipped {
+            tracing::warn!(
+                field = self.field,
+                pattern = self.pattern,
+                skipped = self.skipped,
+                first = %first,
+                "input glob skipped entries it cannot use"
+            );
+        }
+        Ok(())
+    }
+
+    fn skip(&mut self, what: impl FnOnce() -> String) {
+        self.skipped += 1;
+        if self.first_skipped.is_none() {
+            self.first_skipped = Some(what());
+        }
+    }
+
+    /// Matches `parts[part..]` below `dir` (whose name relative to the data folder is `rel`).
+    fn visit(
+        &mut self,
+        dir: &Path,
+        rel: &mut Vec<String>,
+        part: usize,
+        depth: usize,
+        files: &mut Vec<InputFile>,
+    ) -> Result<(), PathError> {
+        let last = part + 1 == self.parts.len();
+        match &self.parts[part] {
+            GlobPart::Literal(name) => {
+                let name = name.clone();
+                self.step(dir, rel, name, part, depth, last, files)
+            }
+            GlobPart::Pattern(pattern) => {
+                let pattern = pattern.clone();
+                for name in self.list(dir, rel) {
+                    if pattern.matches_with(&name, MATCH_OPTIONS) {
+                        self.step(dir, rel, name, part, depth, last, files)?;
+                    }
+                }
+                Ok(())
+            }
+            GlobPart::AnyDepth => {
+                // Zero folders, then one more level, through real folders only (no loops).
+                self.visit(dir, rel, part + 1, depth, files)?;
+                if depth >= MAX_GLOB_DEPTH {
+                    return Ok(());
+                }
+                for name in self.list(dir, rel) {
+                    let child = dir.join(&name);
+                    if name.starts_with('.') || !child.symlink_metadata().is_ok_and(|m| m.is_dir())
+                    {
+                        continue;
+                    }
+                    rel.push(name);
+                    let result = self.visit(&child, rel, part, depth + 1, files);
+                    rel.pop();
+                    result?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Goes on with entry `name` of `dir`: a candidate file after the last component, else
+    /// the next folder to match the rest in.
+    #[allow(clippy::too_many_arguments)]
+    fn step(
+        &mut self,
+        dir: &Path,
+        rel: &mut Vec<String>,
+        name: String,
+        part: usize,
+        depth: usize,
+        last: bool,
+        files: &mut Vec<InputFile>,
+    ) -> Result<(), PathError> {
+        let path = dir.join(&name);
+        rel.push(name);
+        let result = if last {
+            self.candidate(rel.join("/"), files)
+        } else if path.is_dir() {
+            self.visit(&path, rel, part + 1, depth, files)
+        } else {
+            Ok(())
+        };
+        rel.pop();
+        result
+    }
+
+    /// The UTF-8 names in `dir`, sorted; others are skipped. An unlistable folder is skipped
+    /// too (a missing one is simply not a match).
+    fn list(&mut self, dir: &Path, rel: &[String]) -> Vec<String> {
+        let entries = match std::fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+            Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => return Vec::new(),
+            Err(e) => {
+                self.skip(|| format!("folder '{}': {e}", rel.join("/")));
+                return Vec::new();
+            }
+        };
+        let mut names = Vec::new();
+        for entry in entries {
+            let name = match entry {
+                Ok(entry) => entry.file_name(),
+                Err(e) => {
+                    self.skip(|| format!("in folder '{}': {e}", rel.join("/")));
+                    continue;
+                }
+            };
+            match name.into_string() {
+                Ok(name) => names.push(name),
+                Err(name) => self.skip(|| {
+                    format!(
+                        "'{}/{}': the name is not UTF-8",
+                        rel.join("/"),
+                        name.to_string_lossy()
+                    )
+                }),
+            }
+        }
+        names.sort();
+        names
+    }
+
+    /// Adds the matched entry if it is a regular file inside the data folder.
+    fn candidate(&mut self, relative: String, files: &mut Vec<InputFile>) -> Result<(), PathError> {
+        let resolved = match self.data.resolve(self.field, &relative) {
+            Ok(resolved) => resolved,
+            Err(PathError::DanglingLink { .. }) => {
+                self.skip(|| format!("'{relative}': a symbolic link to a missing file"));
+                return Ok(());
+            }
+            Err(PathError::Unusable { reason, .. }) => {
+                self.skip(|| format!("'{relative}': {reason}"));
+                return Ok(());
+            }
+            // Gone since it was listed, or a literal last component that is not there.
+            Err(PathError::NoMatch { .. }) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if resolved.is_file() {
+            files.push(self.data.input_file(self.field, relative, &resolved)?);
+        }
+        Ok(())
+    }
+}
+
+/// How a glob component matches a name.
+const MATCH_OPTIONS: glob::MatchOptions = glob::MatchOptions {
+    case_sensitive: true,
+    require_literal_separator: true,
+    // Dot files are temp files and hidden state, never inputs by accident.
+    require_literal_leading_dot: true,
+};
+
 /// Sets FS_TOPDIR_FL on a directory where the file system knows the flag (it only steers
 /// where new inodes go, so "not supported" is not an error).
 fn mark_top_dir(dir: &Path) -> std::io::Result<()> {
@@ -313,7 +545,38 @@ fn is_glob(pattern: &str) -> bool {
     pattern.contains(['*', '?', '['])
 }
 
+/// Longest input path or glob accepted, in bytes (well below Linux's 4096-byte `PATH_MAX`,
+/// which also counts the data folder's own path).
+pub const MAX_PATH_BYTES: usize = 2048;
+
+/// Longest file or folder name accepted in an input, in bytes (`NAME_MAX` of Linux file
+/// systems).
+pub const MAX_NAME_BYTES: usize = 255;
+
+/// Deepest a `**` descends below where it starts.
+const MAX_GLOB_DEPTH: usize = 64;
+
 fn check_relative(field: &str, path: &str) -> Result<(), PathError> {
+    let unusable = |reason: String| PathError::Unusable {
+        field: field.to_string(),
+        path: path.to_string(),
+        reason,
+    };
+    if path.contains('\0') {
+        return Err(unusable("contains a NUL byte".into()));
+    }
+    if path.len() > MAX_PATH_BYTES {
+        return Err(unusable(format!(
+            "is {} bytes long, more than {MAX_PATH_BYTES}",
+            path.len()
+        )));
+    }
+    if let Some(name) = path.split('/').find(|c| c.len() > MAX_NAME_BYTES) {
+        return Err(unusable(format!(
+            "has a {}-byte name, more than {MAX_NAME_BYTES}",
+            name.len()
+        )));
+    }
     let p = Path::new(path);
     let ok = !path.is_empty()
         && p.components()
@@ -428,6 +691,76 @@ mod tests {
             .expand_inputs(&["input/nope.txt".into()])
             .expect_err("missing");
         assert!(matches!(err, PathError::NoMatch { .. }), "{err}");
+    }
+
+    #[test]
+    fn names_that_are_not_utf8_are_skipped_not_fatal() {
+        use std::os::unix::ffi::OsStrExt;
+        let (_tmp, data) = setup();
+        let odd = std::ffi::OsStr::from_bytes(b"odd-\xff.txt");
+        std::fs::write(data.root().join("input").join(odd), "odd").expect("write");
+        std::fs::create_dir_all(data.root().join("input/sub")).expect("mkdir");
+        std::fs::write(data.root().join("input/sub/c.txt"), "c").expect("write");
+        std::fs::write(data.root().join("input/sub").join(odd), "odd").expect("write");
+        let files = data
+            .expand_inputs(&["input/*.txt".into(), "input/**".into()])
+            .expect("expand");
+        let names: Vec<_> = files.iter().map(|f| f.relative.as_str()).collect();
+        assert_eq!(names, ["input/a.txt", "input/b.txt", "input/sub/c.txt"]);
+        let err = data.expand_inputs(&["input/odd*".into()]).expect_err("odd");
+        assert!(
+            matches!(err, PathError::NoUsableMatch { skipped: 1, .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn dangling_links_are_skipped_in_globs_and_named_when_named() {
+        let (_tmp, data) = setup();
+        let input = data.root().join("input");
+        std::os::unix::fs::symlink(input.join("missing"), input.join("dangling.txt"))
+            .expect("symlink");
+        std::os::unix::fs::symlink(input.join("loop.txt"), input.join("loop.txt"))
+            .expect("symlink");
+        let files = data.expand_inputs(&["input/*.txt".into()]).expect("glob");
+        assert_eq!(files.len(), 2);
+        for named in ["input/dangling.txt", "input/loop.txt"] {
+            let err = data.expand_inputs(&[named.into()]).expect_err(named);
+            assert!(matches!(err, PathError::DanglingLink { .. }), "{err}");
+        }
+        let err = data.expand_inputs(&["input/d*".into()]).expect_err("only");
+        assert!(matches!(err, PathError::NoUsableMatch { .. }), "{err}");
+    }
+
+    #[test]
+    fn nul_bytes_and_overlong_paths_are_refused_before_the_disk() {
+        let (_tmp, data) = setup();
+        let long_name = format!("input/{}", "n".repeat(MAX_NAME_BYTES + 1));
+        let long_path = "input/".repeat(1000);
+        for bad in ["input/a\0.txt", "input/*\0", &long_name, &long_path] {
+            let err = data.expand_inputs(&[bad.into()]).expect_err(bad);
+            assert!(matches!(err, PathError::Unusable { .. }), "{err}");
+            assert!(err.to_string().starts_with("inputs[0]: "), "{err}");
+        }
+    }
+
+    #[test]
+    fn recursive_globs_descend_but_not_into_dot_folders() {
+        let (_tmp, data) = setup();
+        for dir in ["input/sub/deeper", "input/.git"] {
+            std::fs::create_dir_all(data.root().join(dir)).expect("mkdir");
+            std::fs::write(data.root().join(dir).join("x.txt"), "x").expect("write");
+        }
+        let files = data
+            .expand_inputs(&["input/**/*.txt".into()])
+            .expect("expand");
+        let names: Vec<_> = files.iter().map(|f| f.relative.as_str()).collect();
+        assert_eq!(
+            names,
+            ["input/a.txt", "input/b.txt", "input/sub/deeper/x.txt"]
+        );
+        let err = data.expand_inputs(&["input/a**".into()]).expect_err("bad");
+        assert!(matches!(err, PathError::BadGlob { .. }), "{err}");
     }
 
     #[test]

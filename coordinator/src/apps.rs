@@ -48,7 +48,8 @@ impl AppStore {
             return Err(CoordinatorError::InvalidArgument {
                 field: "app",
                 message: format!(
-                    "'{name}' is not an app name (1-{MAX_APP_NAME} letters, digits, '_' or '-')"
+                    "'{}' is not an app name (1-{MAX_APP_NAME} letters, digits, '_' or '-')",
+                    crate::error::clip(name)
                 ),
             });
         }

@@ -8,6 +8,11 @@ use std::time::Duration;
 /// this bounds the files a single job can create (maps × partitions).
 pub const MAX_N_REDUCE: u32 = 10_000;
 
+/// Most task records one detailed `WatchJob` update carries (`task_page_size` is capped at
+/// it, and 0 means it): an update's size, and what an unread stream holds, stay bounded
+/// however many tasks the job has.
+pub const MAX_WATCH_TASK_PAGE: u32 = 500;
+
 /// Configuration of a coordinator. `Default` gives the documented defaults; the binary fills
 /// it from flags and `MR_*` environment variables.
 #[derive(Clone, Debug)]
@@ -66,6 +71,26 @@ pub struct CoordinatorConfig {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of [`tls_cert`](Self::tls_cert). Default `None`.
     pub tls_key: Option<PathBuf>,
+    /// Most connections open at once; one more is closed as soon as it is accepted. Lowered
+    /// at start to the open-file limit minus a reserve ([`crate::edge::FD_RESERVE`]).
+    /// Default 10 000.
+    pub max_connections: usize,
+    /// A connection over which the client sends nothing for this long is closed (a live
+    /// client answers the HTTP/2 keepalive pings, so this closes silent and dead peers, and
+    /// sockets that never spoke HTTP/2). Default 120 s.
+    pub connection_idle_timeout: Duration,
+    /// Interval of the server's HTTP/2 keepalive pings. Default 30 s.
+    pub http2_keepalive_interval: Duration,
+    /// A connection whose client does not answer a keepalive ping within this is closed.
+    /// Default 10 s.
+    pub http2_keepalive_timeout: Duration,
+    /// TCP keepalive probes after this long without traffic (the kernel then closes a
+    /// connection to a vanished host). Default 60 s; `None`: off.
+    pub tcp_keepalive: Option<Duration>,
+    /// Most `WatchJob` streams open at once, over all clients. Default 256.
+    pub max_watch_streams: usize,
+    /// Most `WatchJob` streams open at once from one client (by IP address). Default 32.
+    pub max_watch_streams_per_client: usize,
 }
 
 impl Default for CoordinatorConfig {
@@ -92,6 +117,13 @@ impl Default for CoordinatorConfig {
             auth_token: None,
             tls_cert: None,
             tls_key: None,
+            max_connections: 10_000,
+            connection_idle_timeout: Duration::from_secs(120),
+            http2_keepalive_interval: Duration::from_secs(30),
+            http2_keepalive_timeout: Duration::from_secs(10),
+            tcp_keepalive: Some(Duration::from_secs(60)),
+            max_watch_streams: 256,
+            max_watch_streams_per_client: 32,
         }
     }
 }

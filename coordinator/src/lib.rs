@@ -2,17 +2,20 @@
 //! every job's state behind one lock (see [`scheduler`]).
 //!
 //! [`run`] serves on a given listener until a given shutdown future completes, so tests start
-//! a real coordinator on `127.0.0.1:0` and stop it when they like.
+//! a real coordinator on `127.0.0.1:0` and stop it when they like. Connections go through
+//! [`edge`] (a cap, idle and keepalive timeouts, panics turned into `INTERNAL`).
 
 pub mod apps;
 pub mod auth;
 pub mod config;
+pub mod edge;
 pub mod error;
 pub mod health;
 pub(crate) mod journal;
 pub(crate) mod scheduler;
 pub mod service;
 pub(crate) mod state;
+pub(crate) mod watch;
 
 use crate::apps::AppStore;
 use crate::config::CoordinatorConfig;
@@ -24,8 +27,7 @@ use mr_proto::v1::job_service_server::JobServiceServer;
 use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
+use tokio::sync::watch as signal;
 use tonic::service::interceptor::InterceptedService;
 
 /// Why the coordinator could not start or keep serving.
@@ -56,7 +58,12 @@ pub async fn run(
     config: CoordinatorConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
-    let (mut server, auth) = auth::server(&config)?;
+    let (server, auth) = auth::server(&config)?;
+    let mut server = server
+        .http2_keepalive_interval(Some(config.http2_keepalive_interval))
+        .http2_keepalive_timeout(Some(config.http2_keepalive_timeout))
+        .layer(edge::CatchPanicLayer);
+    let incoming = edge::Incoming::new(listener, &config);
     let data = DataDir::open(&config.data_dir)?;
     if let Err(error) = data.prepare_jobs_dir() {
         // Submissions will say what is wrong with the folder; the service can still start.
@@ -67,7 +74,7 @@ pub async fn run(
         data.state_dir().join("apps"),
     ));
     let scheduler = Arc::new(Scheduler::open(config, data)?);
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let (stop_tx, stop_rx) = signal::channel(false);
     let services = Services::new(scheduler.clone(), apps, stop_rx.clone());
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -87,7 +94,7 @@ pub async fn run(
         .build_v1alpha()?;
 
     let timer = tokio::spawn(deadline_timer(scheduler.clone(), stop_rx));
-    if let Ok(addr) = listener.local_addr() {
+    if let Ok(addr) = incoming.local_addr() {
         tracing::info!(%addr, data_dir = %scheduler.data().root().display(), "coordinator listening");
     }
     let result = server
@@ -102,7 +109,7 @@ pub async fn run(
             CoordinatorServer::new(services),
             auth,
         ))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+        .serve_with_incoming_shutdown(incoming, async {
             shutdown.await;
             tracing::info!("coordinator shutting down");
             // Ends long polls and watch streams, which would otherwise hold the drain open.
@@ -116,7 +123,7 @@ pub async fn run(
 
 /// Sleeps until the next deadline (an attempt's, a cleanup's, the no-worker check's), then
 /// lets the scheduler act on what is due, and cleans finished jobs' folders off the lock.
-async fn deadline_timer(scheduler: Arc<Scheduler>, mut stop: watch::Receiver<bool>) {
+async fn deadline_timer(scheduler: Arc<Scheduler>, mut stop: signal::Receiver<bool>) {
     loop {
         let next = scheduler.next_wakeup();
         let due = async {

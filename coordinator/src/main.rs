@@ -89,6 +89,27 @@ struct Cli {
     /// PEM private key of --tls-cert.
     #[arg(long, env = "MR_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Most connections open at once (also kept under the open-file limit).
+    #[arg(long, env = "MR_MAX_CONNECTIONS", default_value_t = DEFAULTS.max_connections)]
+    max_connections: usize,
+    /// Close a connection whose client sends nothing for this long.
+    #[arg(long, env = "MR_CONNECTION_IDLE_TIMEOUT", default_value_t = default_duration(DEFAULTS.connection_idle_timeout))]
+    connection_idle_timeout: humantime::Duration,
+    /// Interval of HTTP/2 keepalive pings to clients.
+    #[arg(long, env = "MR_HTTP2_KEEPALIVE_INTERVAL", default_value_t = default_duration(DEFAULTS.http2_keepalive_interval))]
+    http2_keepalive_interval: humantime::Duration,
+    /// Close a connection whose client does not answer a keepalive ping within this.
+    #[arg(long, env = "MR_HTTP2_KEEPALIVE_TIMEOUT", default_value_t = default_duration(DEFAULTS.http2_keepalive_timeout))]
+    http2_keepalive_timeout: humantime::Duration,
+    /// TCP keepalive probes after this long without traffic ("0s": off).
+    #[arg(long, env = "MR_TCP_KEEPALIVE", default_value_t = default_duration(DEFAULTS.tcp_keepalive.unwrap_or_default()))]
+    tcp_keepalive: humantime::Duration,
+    /// Most WatchJob streams open at once, over all clients.
+    #[arg(long, env = "MR_MAX_WATCH_STREAMS", default_value_t = DEFAULTS.max_watch_streams)]
+    max_watch_streams: usize,
+    /// Most WatchJob streams open at once from one client (IP address).
+    #[arg(long, env = "MR_MAX_WATCH_STREAMS_PER_CLIENT", default_value_t = DEFAULTS.max_watch_streams_per_client)]
+    max_watch_streams_per_client: usize,
     /// Log line format.
     #[arg(long, env = "MR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -117,6 +138,16 @@ impl Cli {
             auth_token: self.auth_token,
             tls_cert: self.tls_cert,
             tls_key: self.tls_key,
+            max_connections: self.max_connections.max(1),
+            connection_idle_timeout: Duration::from(self.connection_idle_timeout)
+                .max(Duration::from_millis(100)),
+            http2_keepalive_interval: Duration::from(self.http2_keepalive_interval)
+                .max(Duration::from_millis(100)),
+            http2_keepalive_timeout: Duration::from(self.http2_keepalive_timeout)
+                .max(Duration::from_millis(100)),
+            tcp_keepalive: Some(Duration::from(self.tcp_keepalive)).filter(|d| !d.is_zero()),
+            max_watch_streams: self.max_watch_streams,
+            max_watch_streams_per_client: self.max_watch_streams_per_client,
             ..CoordinatorConfig::default()
         }
     }

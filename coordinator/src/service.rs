@@ -9,15 +9,14 @@ use crate::scheduler::{
     PhaseCounts, Reply, Scheduler, Task, TaskKind, TaskResult, TaskState,
 };
 use crate::state::millis;
+use crate::watch::{self, TaskWindow, WatchLimits};
 use mr_common::DataDir;
 use mr_proto::v1 as pb;
 use mr_proto::v1::coordinator_server::Coordinator;
 use mr_proto::v1::job_service_server::JobService;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::sync::watch as signal;
 use tonic::{Request, Response, Status};
 
 /// Most map tasks one job may have; bounds memory and files per job.
@@ -31,13 +30,12 @@ pub const MAX_TASK_PAGE: usize = 5_000;
 
 /// Which task records a response carries.
 #[derive(Clone, Copy, Debug)]
-enum Tasks {
+pub(crate) enum Tasks {
     /// None (ListJobs, summary WatchJob updates).
     None,
-    /// `size` records from task `start` (maps then reduces).
+    /// `size` records from task `start` (maps then reduces): GetJob, CancelJob, detailed
+    /// WatchJob updates.
     Page { start: usize, size: usize },
-    /// All of them (detailed WatchJob updates).
-    All,
 }
 
 /// Shared by both services.
@@ -45,19 +43,22 @@ enum Tasks {
 pub struct Services {
     scheduler: Arc<Scheduler>,
     apps: Arc<AppStore>,
-    shutdown: watch::Receiver<bool>,
+    shutdown: signal::Receiver<bool>,
+    watches: Arc<WatchLimits>,
 }
 
 impl Services {
     pub fn new(
         scheduler: Arc<Scheduler>,
         apps: Arc<AppStore>,
-        shutdown: watch::Receiver<bool>,
+        shutdown: signal::Receiver<bool>,
     ) -> Self {
+        let watches = WatchLimits::new(scheduler.config());
         Self {
             scheduler,
             apps,
             shutdown,
+            watches,
         }
     }
 
@@ -178,6 +179,7 @@ impl JobService for Services {
             self.scheduler.data(),
             self.scheduler.config(),
         )
+        .map_err(CoordinatorError::clipped)
         .inspect_err(|e| {
             tracing::info!(error = %e, "job refused");
         })?;
@@ -241,46 +243,35 @@ impl JobService for Services {
         Ok(Response::new(self.job(&job_id, first_page)?))
     }
 
-    type WatchJobStream = Pin<Box<dyn futures::Stream<Item = Result<pb::Job, Status>> + Send>>;
+    type WatchJobStream = watch::WatchStream;
 
     async fn watch_job(
         &self,
         request: Request<pb::WatchJobRequest>,
     ) -> Result<Response<Self::WatchJobStream>, Status> {
-        let pb::WatchJobRequest { job_id, detailed } = request.into_inner();
-        let tasks = if detailed { Tasks::All } else { Tasks::None };
-        let mut changes =
+        let client = request.remote_addr().map(|addr| addr.ip());
+        let pb::WatchJobRequest {
+            job_id,
+            detailed,
+            task_offset,
+            task_page_size,
+        } = request.into_inner();
+        let changes =
             self.scheduler
                 .watch(&job_id)
                 .ok_or_else(|| CoordinatorError::UnknownJob {
                     job_id: job_id.clone(),
                 })?;
-        // One update in flight: a slow reader gets the latest state, not a backlog, since
-        // changes that arrive meanwhile fold into the next snapshot.
-        let (tx, rx) = mpsc::channel(1);
-        let scheduler = self.scheduler.clone();
-        let mut shutdown = self.shutdown.clone();
-        tokio::spawn(async move {
-            loop {
-                changes.borrow_and_update();
-                let Some((job, ended)) = scheduler.with_job(&job_id, |job| {
-                    (job_to_proto(job, tasks), job.state.is_terminal())
-                }) else {
-                    break;
-                };
-                if tx.send(Ok(job)).await.is_err() || ended {
-                    break;
-                }
-                tokio::select! {
-                    changed = changes.changed() => if changed.is_err() { break },
-                    _ = shutdown.changed() => {
-                        let _ = tx.send(Err(Status::unavailable("coordinator is shutting down"))).await;
-                        break;
-                    }
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let slot = self.watches.acquire(client)?;
+        let window = detailed.then(|| TaskWindow::new(task_offset, task_page_size));
+        Ok(Response::new(watch::stream(
+            self.scheduler.clone(),
+            job_id,
+            window,
+            changes,
+            self.shutdown.clone(),
+            slot,
+        )))
     }
 }
 
@@ -434,7 +425,7 @@ fn progress(counts: PhaseCounts) -> pb::PhaseProgress {
     }
 }
 
-fn job_to_proto(job: &Job, tasks: Tasks) -> pb::Job {
+pub(crate) fn job_to_proto(job: &Job, tasks: Tasks) -> pb::Job {
     let state = match job.state {
         JobState::Pending => pb::JobState::Pending,
         JobState::Running => pb::JobState::Running,
@@ -445,7 +436,6 @@ fn job_to_proto(job: &Job, tasks: Tasks) -> pb::Job {
     let (start, size) = match tasks {
         Tasks::None => (0, 0),
         Tasks::Page { start, size } => (start, size),
-        Tasks::All => (0, usize::MAX),
     };
     let total = job.maps.len() + job.reduces.len();
     let page: Vec<pb::TaskInfo> = job
@@ -461,7 +451,7 @@ fn job_to_proto(job: &Job, tasks: Tasks) -> pb::Job {
     };
     // The file list rides with the first page only.
     let input_files = match tasks {
-        Tasks::Page { start: 0, .. } | Tasks::All => job
+        Tasks::Page { start: 0, .. } => job
             .spec
             .input_files
             .iter()
@@ -489,7 +479,7 @@ fn job_to_proto(job: &Job, tasks: Tasks) -> pb::Job {
     }
 }
 
-fn task_to_proto(task: &Task) -> pb::TaskInfo {
+pub(crate) fn task_to_proto(task: &Task) -> pb::TaskInfo {
     let kind = match task.kind {
         TaskKind::Map => pb::TaskKind::Map,
         TaskKind::Reduce => pb::TaskKind::Reduce,

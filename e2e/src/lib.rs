@@ -90,6 +90,8 @@ pub struct ClusterOptions {
     pub worker_file_size_limit: Option<u64>,
     /// RLIMIT_NOFILE (soft and hard) for workers: at most this many open files.
     pub worker_open_files_limit: Option<u64>,
+    /// RLIMIT_NOFILE (soft and hard) for the coordinator, as `ulimit -n` would set it.
+    pub coordinator_open_files: Option<u64>,
     /// More worker flags.
     pub worker_args: Vec<String>,
     /// Token the coordinator requires (`--auth-token`) and the workers (env `MR_AUTH_TOKEN`)
@@ -120,6 +122,7 @@ impl Default for ClusterOptions {
             env: Vec::new(),
             worker_file_size_limit: None,
             worker_open_files_limit: None,
+            coordinator_open_files: None,
             worker_args: Vec::new(),
             auth_token: None,
             tls: None,
@@ -211,6 +214,9 @@ impl Cluster {
                 .arg("--tls-key")
                 .arg(&tls.key);
         }
+        if let Some(limit) = self.options.coordinator_open_files {
+            set_rlimit(&mut cmd, libc::RLIMIT_NOFILE, limit);
+        }
         self.coordinator = Some(cmd.spawn().expect("spawn coordinator"));
         for _ in 0..200 {
             if self.channel().await.is_ok() {
@@ -238,32 +244,11 @@ impl Cluster {
         if let Some(tls) = &self.options.tls {
             cmd.arg("--tls-ca").arg(&tls.ca);
         }
-        let (fsize, nofile) = (
-            self.options.worker_file_size_limit,
-            self.options.worker_open_files_limit,
-        );
-        if fsize.is_some() || nofile.is_some() {
-            use std::os::unix::process::CommandExt;
-            let rlimit = |limit: u64| libc::rlimit {
-                rlim_cur: limit,
-                rlim_max: limit,
-            };
-            // SAFETY: setrlimit is async-signal-safe and touches only the child being spawned.
-            unsafe {
-                cmd.pre_exec(move || {
-                    if let Some(limit) = fsize
-                        && libc::setrlimit(libc::RLIMIT_FSIZE, &rlimit(limit)) != 0
-                    {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    if let Some(limit) = nofile
-                        && libc::setrlimit(libc::RLIMIT_NOFILE, &rlimit(limit)) != 0
-                    {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
+        if let Some(limit) = self.options.worker_file_size_limit {
+            set_rlimit(&mut cmd, libc::RLIMIT_FSIZE, limit);
+        }
+        if let Some(limit) = self.options.worker_open_files_limit {
+            set_rlimit(&mut cmd, libc::RLIMIT_NOFILE, limit);
         }
         self.workers.push(Some(cmd.spawn().expect("spawn worker")));
         index
@@ -276,6 +261,11 @@ impl Cluster {
             .next()
             .and_then(|p| p.parse().ok())
             .expect("address has a port")
+    }
+
+    /// The coordinator's process id, while it runs.
+    pub fn coordinator_pid(&self) -> Option<u32> {
+        self.coordinator.as_ref().map(Child::id)
     }
 
     pub fn worker_pid(&self, index: usize) -> Option<i32> {
@@ -387,6 +377,7 @@ impl Cluster {
                 .watch_job(pb::WatchJobRequest {
                     job_id: job_id.into(),
                     detailed: false,
+                    ..Default::default()
                 })
                 .await
                 .expect("watch job")
@@ -469,6 +460,31 @@ impl Drop for Cluster {
             let _ = child.wait();
         }
         self.kill_coordinator();
+    }
+}
+
+/// The type of `setrlimit`'s resource argument (glibc and musl differ).
+#[cfg(target_env = "gnu")]
+type Resource = libc::__rlimit_resource_t;
+#[cfg(not(target_env = "gnu"))]
+type Resource = libc::c_int;
+
+/// Sets a resource limit (soft and hard) of the process `cmd` starts.
+fn set_rlimit(cmd: &mut Command, resource: Resource, limit: u64) {
+    use std::os::unix::process::CommandExt;
+    let rlimit = libc::rlimit {
+        rlim_cur: limit,
+        rlim_max: limit,
+    };
+    // SAFETY: setrlimit is async-signal-safe and touches only the child being spawned.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setrlimit(resource, &rlimit) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
     }
 }
 

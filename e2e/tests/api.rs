@@ -121,6 +121,7 @@ async fn bad_requests_get_clear_statuses_and_the_server_stays_healthy() {
         jobs.watch_job(pb::WatchJobRequest {
             job_id: "nope".into(),
             detailed: false,
+            ..Default::default()
         })
         .await
         .expect_err("watch"),
@@ -213,6 +214,7 @@ async fn a_cancelled_job_stops_and_the_next_one_runs() {
         .watch_job(pb::WatchJobRequest {
             job_id: slow.clone(),
             detailed: false,
+            ..Default::default()
         })
         .await
         .expect("watch")
@@ -229,6 +231,7 @@ async fn a_cancelled_job_stops_and_the_next_one_runs() {
         .watch_job(pb::WatchJobRequest {
             job_id: slow.clone(),
             detailed: true,
+            ..Default::default()
         })
         .await
         .expect("watch with tasks")

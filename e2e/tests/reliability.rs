@@ -558,6 +558,7 @@ async fn a_kill_at_any_step_of_a_compaction_loses_nothing() {
             "wc after the kills",
         );
     }
+}
 
 /// Runs wc over `files` one-line files with one reduce on `workers` workers, each allowed
 /// `open_files` open files at most; checks the job succeeded at the first reduce attempt

@@ -149,6 +149,7 @@ impl Cluster {
             .watch_job(pb::WatchJobRequest {
                 job_id: id.clone(),
                 detailed: false,
+                ..Default::default()
             })
             .await?
             .into_inner();
