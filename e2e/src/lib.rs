@@ -356,15 +356,30 @@ impl Cluster {
 
     /// The job now, in full (GetJob).
     pub async fn job(&self, job_id: &str) -> pb::Job {
-        self.jobs()
-            .await
+        let mut jobs = self.jobs().await;
+        let mut job = jobs
             .get_job(pb::GetJobRequest {
                 job_id: job_id.into(),
                 ..Default::default()
             })
             .await
             .expect("get job")
-            .into_inner()
+            .into_inner();
+        // Every task, page after page.
+        while !job.next_task_page_token.is_empty() {
+            let page = jobs
+                .get_job(pb::GetJobRequest {
+                    job_id: job_id.into(),
+                    task_page_token: std::mem::take(&mut job.next_task_page_token),
+                    task_page_size: 5_000,
+                })
+                .await
+                .expect("get job page")
+                .into_inner();
+            job.tasks.extend(page.tasks);
+            job.next_task_page_token = page.next_task_page_token;
+        }
+        job
     }
 
     /// Follows the job with WatchJob until it ends, then returns it in full (GetJob), or

@@ -8,7 +8,11 @@ use mr_common::telemetry::{self, LogFormat};
 use mr_worker::app_runtime::Limits;
 use mr_worker::runner::{self, WorkerConfig};
 use std::path::PathBuf;
+use std::sync::LazyLock;
 use std::time::Duration;
+
+/// Every flag's default comes from here, the one source of defaults.
+static DEFAULTS: LazyLock<WorkerConfig> = LazyLock::new(WorkerConfig::default);
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -19,10 +23,10 @@ struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
     /// The coordinator's gRPC URL.
-    #[arg(long, env = "MR_COORDINATOR", default_value = "http://127.0.0.1:50051")]
+    #[arg(long, env = "MR_COORDINATOR", default_value_t = DEFAULTS.coordinator.clone())]
     coordinator: String,
     /// Shared data folder: inputs, intermediates and outputs.
-    #[arg(long, env = "MR_DATA_DIR", default_value = "data")]
+    #[arg(long, env = "MR_DATA_DIR", default_value_os_t = DEFAULTS.data_dir.clone())]
     data_dir: PathBuf,
     /// Name in the coordinator's records and logs (default: <hostname>-<pid>).
     #[arg(long, env = "MR_WORKER_ID")]
@@ -111,12 +115,12 @@ async fn work(cli: Cli) -> anyhow::Result<()> {
         coordinator: cli.coordinator,
         data_dir: cli.data_dir,
         worker_id: cli.worker_id.unwrap_or_else(runner::default_worker_id),
-        poll_wait: Duration::from_secs(15),
         auth_token: cli.auth_token,
         tls: mr_common::security::ClientTls {
             ca: cli.tls_ca,
             domain: cli.tls_domain,
         },
+        ..WorkerConfig::default()
     };
     runner::run(config, mr_common::shutdown::signal()).await?;
     // The task was handed back and reported; an app still computing on its blocking thread

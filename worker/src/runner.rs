@@ -26,7 +26,8 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tracing::Instrument;
 
-/// Configuration of a worker.
+/// Configuration of a worker. `Default` gives the documented defaults, the only source of
+/// them: the binary's flags take theirs from it.
 #[derive(Clone, Debug)]
 pub struct WorkerConfig {
     /// The coordinator's URL, e.g. `http://127.0.0.1:50051`.
@@ -41,6 +42,19 @@ pub struct WorkerConfig {
     pub auth_token: Option<String>,
     /// The CA (and name) to verify an `https://` coordinator with.
     pub tls: ClientTls,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            coordinator: "http://127.0.0.1:50051".into(),
+            data_dir: PathBuf::from("data"),
+            worker_id: default_worker_id(),
+            poll_wait: Duration::from_secs(15),
+            auth_token: None,
+            tls: ClientTls::default(),
+        }
+    }
 }
 
 /// Why the worker could not start.
