@@ -19,6 +19,7 @@
 //! the old journal, or the new snapshot (which already holds the old journal, then ignored)
 //! plus an empty or old journal: nothing is lost and nothing is applied twice.
 
+use crate::state::{AttemptOutcome, TaskState};
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
@@ -62,25 +63,6 @@ pub enum StoredJobEnd {
     Cancelled,
 }
 
-/// How an attempt stands, as a snapshot stores it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum StoredOutcome {
-    Running,
-    Succeeded,
-    Failed,
-    TimedOut,
-    Abandoned,
-    Superseded,
-}
-
-/// A task's state, as a snapshot stores it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum StoredTaskState {
-    Idle,
-    InProgress,
-    Completed,
-}
-
 /// One attempt, as a snapshot stores it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StoredAttempt {
@@ -89,7 +71,7 @@ pub struct StoredAttempt {
     pub started_at_ms: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at_ms: Option<i64>,
-    pub outcome: StoredOutcome,
+    pub outcome: AttemptOutcome,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub error: String,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -176,7 +158,7 @@ pub enum Record {
         job_id: String,
         kind: StoredKind,
         index: u32,
-        state: StoredTaskState,
+        state: TaskState,
         failures: u32,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         partitions: Option<Vec<u32>>,

@@ -15,10 +15,9 @@
 //! attempts by deadline (mini-redis's expirations). Nothing scans all tasks.
 
 use crate::apps::AppRef;
-use crate::journal::{
-    Record, StoredAttempt, StoredEnding, StoredJobEnd, StoredKind, StoredOutcome, StoredTaskState,
-};
+use crate::journal::{Record, StoredAttempt, StoredEnding, StoredJobEnd, StoredKind};
 use mr_common::data_dir::output_relative;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::sync::Arc;
@@ -90,14 +89,16 @@ impl From<TaskKind> for StoredKind {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Also how a snapshot stores it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TaskState {
     Idle,
     InProgress,
     Completed,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Also how a snapshot stores it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AttemptOutcome {
     Running,
     Succeeded,
@@ -481,44 +482,6 @@ pub fn millis(t: SystemTime) -> i64 {
 
 pub fn from_millis(ms: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
-}
-
-fn outcome_from(outcome: StoredOutcome) -> AttemptOutcome {
-    match outcome {
-        StoredOutcome::Running => AttemptOutcome::Running,
-        StoredOutcome::Succeeded => AttemptOutcome::Succeeded,
-        StoredOutcome::Failed => AttemptOutcome::Failed,
-        StoredOutcome::TimedOut => AttemptOutcome::TimedOut,
-        StoredOutcome::Abandoned => AttemptOutcome::Abandoned,
-        StoredOutcome::Superseded => AttemptOutcome::Superseded,
-    }
-}
-
-fn outcome_to(outcome: AttemptOutcome) -> StoredOutcome {
-    match outcome {
-        AttemptOutcome::Running => StoredOutcome::Running,
-        AttemptOutcome::Succeeded => StoredOutcome::Succeeded,
-        AttemptOutcome::Failed => StoredOutcome::Failed,
-        AttemptOutcome::TimedOut => StoredOutcome::TimedOut,
-        AttemptOutcome::Abandoned => StoredOutcome::Abandoned,
-        AttemptOutcome::Superseded => StoredOutcome::Superseded,
-    }
-}
-
-fn task_state_to(state: TaskState) -> StoredTaskState {
-    match state {
-        TaskState::Idle => StoredTaskState::Idle,
-        TaskState::InProgress => StoredTaskState::InProgress,
-        TaskState::Completed => StoredTaskState::Completed,
-    }
-}
-
-fn task_state_from(state: StoredTaskState) -> TaskState {
-    match state {
-        StoredTaskState::Idle => TaskState::Idle,
-        StoredTaskState::InProgress => TaskState::InProgress,
-        StoredTaskState::Completed => TaskState::Completed,
-    }
 }
 
 fn job_state_from(end: StoredJobEnd) -> JobState {
@@ -964,7 +927,7 @@ impl State {
                         worker: a.worker,
                         started_at: from_millis(a.started_at_ms),
                         finished_at: a.finished_at_ms.map(from_millis),
-                        outcome: outcome_from(a.outcome),
+                        outcome: a.outcome,
                         error: a.error,
                         backup: a.backup,
                         started: now,
@@ -988,7 +951,7 @@ impl State {
                 if job.state == JobState::Pending && !restored.is_empty() {
                     job.state = JobState::Running;
                 }
-                job.set_task_state(kind, index, task_state_from(state));
+                job.set_task_state(kind, index, state);
                 let task = &mut job.tasks_mut(kind)[index as usize];
                 task.failures = failures;
                 task.partitions = partitions;
@@ -1066,7 +1029,7 @@ impl State {
                     job_id: job.id.clone(),
                     kind: task.kind.into(),
                     index: task.index,
-                    state: task_state_to(task.state),
+                    state: task.state,
                     failures: task.failures,
                     partitions: task.partitions.clone(),
                     attempts: task
@@ -1077,7 +1040,7 @@ impl State {
                             worker: a.worker.clone(),
                             started_at_ms: millis(a.started_at),
                             finished_at_ms: a.finished_at.map(millis),
-                            outcome: outcome_to(a.outcome),
+                            outcome: a.outcome,
                             error: a.error.clone(),
                             backup: a.backup,
                         })

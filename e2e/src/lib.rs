@@ -698,3 +698,12 @@ pub fn files_under(dir: &Path) -> Vec<String> {
     files.sort();
     files
 }
+
+/// Asserts that no temp file (`*.tmp`) is left under `data/jobs`.
+pub fn assert_no_temp_files(data: &Path) {
+    let temps: Vec<String> = files_under(&data.join("jobs"))
+        .into_iter()
+        .filter(|f| f.ends_with(".tmp"))
+        .collect();
+    assert!(temps.is_empty(), "temp files left: {temps:?}");
+}

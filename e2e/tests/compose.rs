@@ -1076,11 +1076,7 @@ fn a_partitioned_workers_late_report_is_ignored_and_the_output_is_exact() {
         &reference.join().expect("the reference"),
         "mtiming with a partitioned worker",
     );
-    let temps: Vec<String> = files_under(&project.data.join("jobs"))
-        .into_iter()
-        .filter(|f| f.ends_with(".tmp"))
-        .collect();
-    assert!(temps.is_empty(), "temp files left: {temps:?}");
+    mr_e2e::assert_no_temp_files(&project.data);
     assert_eq!(
         project.containers("worker", false).len(),
         2,

@@ -225,11 +225,7 @@ async fn a_stalled_task_gets_a_backup_copy_and_the_late_report_is_ignored() {
         at_done,
         "a late report changed the output"
     );
-    let temps: Vec<String> = files_under(&cluster.data.join("jobs"))
-        .into_iter()
-        .filter(|f| f.ends_with(".tmp"))
-        .collect();
-    assert!(temps.is_empty(), "temp files left: {temps:?}");
+    mr_e2e::assert_no_temp_files(&cluster.data);
 }
 
 /// A reduce finds an intermediate corrupt: it says which map made it, that map runs again,
@@ -595,11 +591,7 @@ async fn one_reduce_over_many_files(
         &cluster.reference("wc", &inputs),
         "wc over one-line files",
     );
-    let temps: Vec<String> = files_under(&cluster.data.join("jobs"))
-        .into_iter()
-        .filter(|f| f.ends_with(".tmp"))
-        .collect();
-    assert!(temps.is_empty(), "temp files left: {temps:?}");
+    mr_e2e::assert_no_temp_files(&cluster.data);
 }
 
 /// A reduce with more inputs than its worker may open files (RLIMIT_NOFILE 128, hard, so

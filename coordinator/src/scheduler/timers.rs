@@ -72,6 +72,14 @@ impl Transition<'_> {
                 at_ms: millis(self.wall),
             })?;
             self.work_ready = true;
+            if self.inner.state.next_deadline() == Some((deadline, attempt_id)) {
+                // Cannot happen: ending an attempt takes it out of the index. Never spin.
+                tracing::error!(
+                    attempt = attempt_id,
+                    "a timed-out attempt stayed in the deadline index"
+                );
+                break;
+            }
         }
         Ok(())
     }
