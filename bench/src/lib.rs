@@ -6,7 +6,6 @@
 //! its own loops), on purpose: the bench compares the cluster's output with it, so a bug
 //! in the SDK's fast paths shows up as a mismatch instead of being shared by both sides.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -54,49 +53,296 @@ fn decode(b: &[u8]) -> Option<(char, usize)> {
     char::from_u32(c).map(|c| (c, len)) // None for surrogates and > U+10FFFF
 }
 
-/// Word counts keyed by the word's bytes.
-pub type Counts = HashMap<Box<[u8]>, u64, rustc_hash::FxBuildHasher>;
+/// Letter-ness of every code point of the Basic Multilingual Plane, one bit each (8 KiB,
+/// stays in L1): the general-category table is a binary search, too slow per character.
+pub struct Letters {
+    bmp: Box<[u64; 1024]>,
+}
 
-/// Calls `f` for every word of `text`: maximal runs of letters ([`is_letter`]), with
-/// bytes that are not valid UTF-8 separating words.
+impl Letters {
+    pub fn new() -> Self {
+        let mut bmp = Box::new([0u64; 1024]);
+        for cp in 0..0x1_0000u32 {
+            if char::from_u32(cp).is_some_and(is_letter) {
+                bmp[cp as usize / 64] |= 1 << (cp % 64);
+            }
+        }
+        Self { bmp }
+    }
+
+    #[inline]
+    pub fn is_letter(&self, c: char) -> bool {
+        let cp = c as usize;
+        if cp < 0x1_0000 {
+            self.bmp[cp / 64] >> (cp % 64) & 1 != 0
+        } else {
+            is_letter(c)
+        }
+    }
+}
+
+impl Default for Letters {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Calls `f(start, end)` for every word of `text`: maximal runs of letters
+/// ([`is_letter`]), with bytes that are not valid UTF-8 separating words. ASCII bytes are
+/// tested directly; only other characters are decoded.
 #[inline]
-pub fn for_each_word(text: &[u8], mut f: impl FnMut(&[u8])) {
+pub fn for_each_word_at(text: &[u8], letters: &Letters, mut f: impl FnMut(usize, usize)) {
     let n = text.len();
     let mut i = 0;
-    let mut start: Option<usize> = None;
-    while i < n {
-        let b = text[i];
-        let (letter, len) = if b < 0x80 {
-            (b.is_ascii_alphabetic(), 1)
-        } else {
-            match decode(&text[i..]) {
-                Some((c, len)) => (is_letter(c), len),
-                None => (false, 1),
+    loop {
+        // Separators.
+        let start = loop {
+            let Some(&b) = text.get(i) else { return };
+            if b < 0x80 {
+                if b.is_ascii_alphabetic() {
+                    break i;
+                }
+                i += 1;
+            } else {
+                match decode(&text[i..]) {
+                    Some((c, len)) => {
+                        let at = i;
+                        i += len;
+                        if letters.is_letter(c) {
+                            break at;
+                        }
+                    }
+                    None => i += 1,
+                }
             }
         };
-        match (letter, start) {
-            (true, None) => start = Some(i),
-            (false, Some(s)) => {
-                f(&text[s..i]);
-                start = None;
+        // Letters.
+        loop {
+            let Some(&b) = text.get(i) else {
+                f(start, n);
+                return;
+            };
+            if b < 0x80 {
+                if !b.is_ascii_alphabetic() {
+                    break;
+                }
+                i += 1;
+            } else {
+                match decode(&text[i..]) {
+                    Some((c, len)) if letters.is_letter(c) => i += len,
+                    _ => break,
+                }
             }
-            _ => {}
         }
-        i += len;
+        f(start, i);
+        // The byte at `i` separates; the loop above looks at it again.
     }
-    if let Some(s) = start {
-        f(&text[s..]);
+}
+
+/// Calls `f` for every word of `text` (see [`for_each_word_at`]).
+pub fn for_each_word(text: &[u8], mut f: impl FnMut(&[u8])) {
+    let letters = Letters::new();
+    for_each_word_at(text, &letters, |s, e| f(&text[s..e]));
+}
+
+/// Word counts: an open-addressing table (linear probing) whose slots hold a word's first
+/// 16 bytes inline, so that a lookup of a short word (nearly all of them) touches one
+/// slot and nothing else; longer words live in an arena. Nothing is allocated per word
+/// occurrence, and only the arena grows per distinct long word.
+pub struct WordTable {
+    slots: Vec<Slot>,
+    shift: u32,
+    used: usize,
+    arena: Vec<u8>,
+}
+
+#[derive(Clone, Copy, Default)]
+struct Slot {
+    /// The word's first 16 bytes, zero-padded.
+    key: [u64; 2],
+    /// 0: an empty slot (words are never empty).
+    len: u32,
+    /// Where the whole word starts in the arena, for words longer than 16 bytes.
+    off: u32,
+    count: u64,
+}
+
+const INLINE: usize = 16;
+
+#[inline]
+fn prefix_of(word: &[u8]) -> [u64; 2] {
+    let mut buf = [0u8; INLINE];
+    let n = word.len().min(INLINE);
+    buf[..n].copy_from_slice(&word[..n]);
+    [
+        u64::from_le_bytes(buf[..8].try_into().expect("8 bytes")),
+        u64::from_le_bytes(buf[8..].try_into().expect("8 bytes")),
+    ]
+}
+
+/// The zero-padded first 16 bytes of `text[s..e]`, with two unaligned loads when the
+/// text has 16 bytes from `s` on.
+#[inline]
+fn prefix_at(text: &[u8], s: usize, e: usize) -> [u64; 2] {
+    let Some(chunk) = text.get(s..s + INLINE) else {
+        return prefix_of(&text[s..e]);
+    };
+    let lo = u64::from_le_bytes(chunk[..8].try_into().expect("8 bytes"));
+    let hi = u64::from_le_bytes(chunk[8..].try_into().expect("8 bytes"));
+    let len = e - s;
+    if len >= INLINE {
+        [lo, hi]
+    } else if len >= 8 {
+        [lo, hi & ((1u64 << ((len - 8) * 8)) - 1)]
+    } else {
+        [lo & ((1u64 << (len * 8)) - 1), 0]
+    }
+}
+
+const K1: u64 = 0x9e37_79b9_7f4a_7c15;
+const K2: u64 = 0xc2b2_ae3d_27d4_eb4f;
+
+#[inline]
+fn hash_of(key: [u64; 2], word: &[u8]) -> u64 {
+    let mut h =
+        (key[0] ^ (word.len() as u64).rotate_left(56)).wrapping_mul(K1) ^ key[1].wrapping_mul(K2);
+    if word.len() > INLINE {
+        // Fixed-size reads (a variable-length copy would call memcpy), then byte by byte.
+        let mut chunks = word[INLINE..].chunks_exact(8);
+        for chunk in &mut chunks {
+            let w = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+            h = (h.rotate_left(23) ^ w).wrapping_mul(K1);
+        }
+        for &b in chunks.remainder() {
+            h = (h.rotate_left(23) ^ u64::from(b)).wrapping_mul(K1);
+        }
+    }
+    h ^ (h >> 32)
+}
+
+impl WordTable {
+    pub fn new() -> Self {
+        let bits = 16;
+        Self {
+            slots: vec![Slot::default(); 1 << bits],
+            shift: 64 - bits,
+            used: 0,
+            arena: Vec::new(),
+        }
+    }
+
+    /// Distinct words.
+    pub fn len(&self) -> usize {
+        self.used
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.used == 0
+    }
+
+    /// Adds `n` to the count of `text[s..e]`.
+    #[inline]
+    pub fn add_at(&mut self, text: &[u8], s: usize, e: usize, n: u64) {
+        self.add_key(prefix_at(text, s, e), &text[s..e], n);
+    }
+
+    /// Adds `n` to the count of `word`.
+    pub fn add(&mut self, word: &[u8], n: u64) {
+        self.add_key(prefix_of(word), word, n);
+    }
+
+    #[inline]
+    fn add_key(&mut self, key: [u64; 2], word: &[u8], n: u64) {
+        let len = u32::try_from(word.len()).expect("a word under 4 GiB");
+        let mask = self.slots.len() - 1;
+        let mut i = (hash_of(key, word).wrapping_mul(K2) >> self.shift) as usize;
+        loop {
+            let slot = &mut self.slots[i];
+            if slot.len == 0 {
+                break;
+            }
+            if slot.len == len
+                && slot.key == key
+                && (word.len() <= INLINE
+                    || self.arena[slot.off as usize + INLINE..][..word.len() - INLINE]
+                        == word[INLINE..])
+            {
+                slot.count += n;
+                return;
+            }
+            i = (i + 1) & mask;
+        }
+        let off = if word.len() > INLINE {
+            let off = u32::try_from(self.arena.len()).expect("arena under 4 GiB");
+            self.arena.extend_from_slice(word);
+            off
+        } else {
+            0
+        };
+        self.slots[i] = Slot {
+            key,
+            len,
+            off,
+            count: n,
+        };
+        self.used += 1;
+        if self.used * 4 > self.slots.len() * 3 {
+            self.grow();
+        }
+    }
+
+    fn grow(&mut self) {
+        let doubled = vec![Slot::default(); self.slots.len() * 2];
+        let old = std::mem::replace(&mut self.slots, doubled);
+        self.shift -= 1;
+        let mask = self.slots.len() - 1;
+        for slot in old.into_iter().filter(|s| s.len != 0) {
+            let h = self.slot_hash(&slot);
+            let mut i = (h.wrapping_mul(K2) >> self.shift) as usize;
+            while self.slots[i].len != 0 {
+                i = (i + 1) & mask;
+            }
+            self.slots[i] = slot;
+        }
+    }
+
+    fn slot_hash(&self, slot: &Slot) -> u64 {
+        let len = slot.len as usize;
+        if len > INLINE {
+            hash_of(slot.key, &self.arena[slot.off as usize..][..len])
+        } else {
+            // Only the word's length matters to hash_of for inline words.
+            hash_of(slot.key, &[0u8; INLINE][..len])
+        }
+    }
+
+    /// Every (word, count).
+    pub fn for_each(&self, mut f: impl FnMut(&[u8], u64)) {
+        for slot in self.slots.iter().filter(|s| s.len != 0) {
+            if slot.len as usize > INLINE {
+                f(
+                    &self.arena[slot.off as usize..][..slot.len as usize],
+                    slot.count,
+                );
+            } else {
+                let mut b = [0u8; INLINE];
+                b[..8].copy_from_slice(&slot.key[0].to_le_bytes());
+                b[8..].copy_from_slice(&slot.key[1].to_le_bytes());
+                f(&b[..slot.len as usize], slot.count);
+            }
+        }
+    }
+}
+
+impl Default for WordTable {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
 /// Adds the words of `text` to `counts`.
-pub fn count_words(text: &[u8], counts: &mut Counts) {
-    for_each_word(text, |w| match counts.get_mut(w) {
-        Some(n) => *n += 1,
-        None => {
-            counts.insert(w.into(), 1);
-        }
-    });
+pub fn count_words(text: &[u8], letters: &Letters, counts: &mut WordTable) {
+    for_each_word_at(text, letters, |s, e| counts.add_at(text, s, e, 1));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -119,18 +365,20 @@ pub fn native_word_count(
             off += len;
         }
     }
+    let letters = Letters::new();
     let next = AtomicUsize::new(0);
-    let maps: Vec<io::Result<Counts>> = std::thread::scope(|s| {
+    let maps: Vec<io::Result<WordTable>> = std::thread::scope(|s| {
         let workers: Vec<_> = (0..threads.max(1))
             .map(|_| {
                 s.spawn(|| {
-                    let mut counts = Counts::default();
+                    let mut counts = WordTable::new();
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(&(path, off, len)) = pieces.get(i) else {
                             return Ok(counts);
                         };
-                        count_words(&mr_worker::tasks::read_split(path, off, len)?, &mut counts);
+                        let text = mr_worker::tasks::read_split(path, off, len)?;
+                        count_words(&text, &letters, &mut counts);
                     }
                 })
             })
@@ -144,22 +392,37 @@ pub fn native_word_count(
     maps.sort_by_key(|m| std::cmp::Reverse(m.len()));
     let mut total = maps.remove(0);
     for m in maps {
-        for (w, n) in m {
-            *total.entry(w).or_insert(0) += n;
-        }
+        m.for_each(|w, n| total.add(w, n));
     }
-    let mut sorted: Vec<(Box<[u8]>, u64)> = total.into_iter().collect();
+    let mut sorted: Vec<(Box<[u8]>, u64)> = Vec::with_capacity(total.len());
+    total.for_each(|w, n| sorted.push((w.into(), n)));
     sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     Ok(sorted)
 }
 
 /// Writes `word count` lines.
 pub fn write_counts(out: &mut impl Write, counts: &[(Box<[u8]>, u64)]) -> io::Result<()> {
+    // Built in one buffer with hand-formatted numbers: `writeln!` per line was 5% of the
+    // whole program.
+    let mut buf = Vec::with_capacity(counts.iter().map(|(w, _)| w.len() + 8).sum());
     for (w, n) in counts {
-        out.write_all(w)?;
-        writeln!(out, " {n}")?;
+        buf.extend_from_slice(w);
+        buf.push(b' ');
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        let mut n = *n;
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        buf.extend_from_slice(&digits[at..]);
+        buf.push(b'\n');
     }
-    Ok(())
+    out.write_all(&buf)
 }
 
 // ---------------------------------------------------------------------------------------
