@@ -555,8 +555,8 @@ async fn run() -> Res<()> {
                 median(&native),
                 mib / median(&t2_small)
             ),
-            "<= 2.0x",
-            ratio <= 2.0,
+            "<= 1.3x",
+            ratio <= 1.3,
         );
     }
 
