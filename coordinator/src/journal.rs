@@ -96,6 +96,24 @@ pub struct StoredAttempt {
     pub backup: bool,
 }
 
+/// A record the app failed on, skipped by a task's committed attempt: a map's line (input
+/// file and byte offset) or a reduce's key.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredSkipped {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub input: String,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub offset: u64,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub key: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub error: String,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 /// One change of scheduling state.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Record {
@@ -109,6 +127,9 @@ pub enum Record {
         n_reduce: u32,
         split_bytes: u64,
         at_ms: i64,
+        /// Records the job may skip; 0 (and journals older than the setting): none.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        max_skipped_records: u64,
     },
     /// A task was handed to a worker under a new attempt.
     TaskAssigned {
@@ -130,6 +151,9 @@ pub enum Record {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         partitions: Option<Vec<u32>>,
         at_ms: i64,
+        /// Records the committed attempt skipped (journals older than skipping: none).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        skipped: Vec<StoredSkipped>,
     },
     /// An attempt ended without result; `counts` if it counts against the task.
     AttemptEnded {
@@ -170,6 +194,9 @@ pub enum Record {
         reduce: [u32; 4],
         submitted_at_ms: i64,
         finished_at_ms: i64,
+        /// How many records the job's committed attempts skipped.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        skipped_records: u64,
     },
     /// Snapshot: one task of a running job as it stands, with its attempts.
     TaskRestored {
@@ -181,6 +208,9 @@ pub enum Record {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         partitions: Option<Vec<u32>>,
         attempts: Vec<StoredAttempt>,
+        /// Records the committed attempt skipped.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        skipped: Vec<StoredSkipped>,
     },
     /// Snapshot: attempt ids below this were used (by jobs since archived too).
     AttemptCounter { next_attempt: u64 },
