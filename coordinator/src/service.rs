@@ -484,10 +484,14 @@ pub(crate) fn job_to_proto(job: &Job, tasks: Tasks) -> pb::Job {
         next_task_page_token,
         archived: job.archived,
         skipped_records: job.skipped_records,
-        skipped: job
-            .skipped(MAX_SKIPPED_LISTED)
-            .map(|(task, s)| skipped_to_proto(task, s))
-            .collect(),
+        // Like the file list, with the first page only: ListJobs stays small.
+        skipped: match tasks {
+            Tasks::Page { start: 0, .. } => job
+                .skipped(MAX_SKIPPED_LISTED)
+                .map(|(task, s)| skipped_to_proto(task, s))
+                .collect(),
+            _ => Vec::new(),
+        },
     }
 }
 

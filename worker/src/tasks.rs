@@ -50,9 +50,9 @@ pub enum TaskError {
          max_skipped_records ({budget} left for this task)"
     )]
     TooManySkipped {
-        record: SkippedRecord,
+        record: Box<SkippedRecord>,
         budget: u64,
-        source: AppError,
+        source: Box<AppError>,
     },
 }
 
@@ -136,9 +136,9 @@ pub fn run_map(
             .map_err(|e| match e {
                 NarrowError::App(e) => TaskError::App(e),
                 NarrowError::OverBudget { item, error } => TaskError::TooManySkipped {
-                    record: line(item, &error),
+                    record: Box::new(line(item, &error)),
                     budget: ctx.skip_budget,
-                    source: error,
+                    source: Box::new(error),
                 },
             })?;
             skipped = narrowed.bad.iter().map(|(i, e)| line(*i, e)).collect();
@@ -506,9 +506,9 @@ pub fn run_reduce(
                     .map_err(|e| match e {
                         NarrowError::App(e) => TaskError::App(e),
                         NarrowError::OverBudget { item, error } => TaskError::TooManySkipped {
-                            record: SkippedRecord::key(key_list[item], &error),
+                            record: Box::new(SkippedRecord::key(key_list[item], &error)),
                             budget: ctx.skip_budget,
-                            source: error,
+                            source: Box::new(error),
                         },
                     })?;
                     for (range, values) in &narrowed.done {
