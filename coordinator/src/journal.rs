@@ -78,6 +78,24 @@ pub struct StoredAttempt {
     pub backup: bool,
 }
 
+/// A record the app failed on, skipped by a task's committed attempt: a map's line (input
+/// file and byte offset) or a reduce's key.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredSkipped {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub input: String,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub offset: u64,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub key: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub error: String,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 /// One change of scheduling state.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Record {
@@ -91,6 +109,9 @@ pub enum Record {
         n_reduce: u32,
         split_bytes: u64,
         at_ms: i64,
+        /// Records the job may skip; 0 (and journals older than the setting): none.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        max_skipped_records: u64,
     },
     /// A task was handed to a worker under a new attempt.
     TaskAssigned {
@@ -112,6 +133,9 @@ pub enum Record {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         partitions: Option<Vec<u32>>,
         at_ms: i64,
+        /// Records the committed attempt skipped (journals older than skipping: none).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        skipped: Vec<StoredSkipped>,
     },
     /// An attempt ended without result; `counts` if it counts against the task.
     AttemptEnded {
@@ -152,6 +176,9 @@ pub enum Record {
         reduce: [u32; 4],
         submitted_at_ms: i64,
         finished_at_ms: i64,
+        /// How many records the job's committed attempts skipped.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        skipped_records: u64,
     },
     /// Snapshot: one task of a running job as it stands, with its attempts.
     TaskRestored {
@@ -163,6 +190,9 @@ pub enum Record {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         partitions: Option<Vec<u32>>,
         attempts: Vec<StoredAttempt>,
+        /// Records the committed attempt skipped.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        skipped: Vec<StoredSkipped>,
     },
     /// Snapshot: attempt ids below this were used (by jobs since archived too).
     AttemptCounter { next_attempt: u64 },
@@ -497,6 +527,47 @@ fn decode<T: serde::de::DeserializeOwned>(line: &str) -> Option<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Journals written before skipping existed replay: the new fields default to none.
+    #[test]
+    fn records_from_before_skipped_records_still_read() {
+        let old = [
+            r#"{"TaskCommitted":{"job_id":"j","kind":"Map","index":0,"attempt_id":1,"at_ms":5}}"#,
+            r#"{"JobSubmitted":{"job_id":"j","app":"wc","app_sha256":"00","inputs":[],"input_files":[],"n_reduce":1,"split_bytes":1,"at_ms":5}}"#,
+            r#"{"TaskRestored":{"job_id":"j","kind":"Reduce","index":0,"state":"Idle","failures":0,"attempts":[]}}"#,
+        ];
+        for line in old {
+            match serde_json::from_str::<Record>(line).expect(line) {
+                Record::TaskCommitted { skipped, .. } | Record::TaskRestored { skipped, .. } => {
+                    assert!(skipped.is_empty())
+                }
+                Record::JobSubmitted {
+                    max_skipped_records,
+                    ..
+                } => assert_eq!(max_skipped_records, 0),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        // And a record with skips reads back as written.
+        let record = Record::TaskCommitted {
+            job_id: "j".into(),
+            kind: StoredKind::Reduce,
+            index: 2,
+            attempt_id: 9,
+            partitions: None,
+            at_ms: 5,
+            skipped: vec![StoredSkipped {
+                key: "poison".into(),
+                error: "boom".into(),
+                ..StoredSkipped::default()
+            }],
+        };
+        let line = serde_json::to_string(&record).expect("serialize");
+        assert_eq!(
+            serde_json::from_str::<Record>(&line).expect("parse"),
+            record
+        );
+    }
 
     fn record(i: u32) -> Record {
         Record::TasksReset {

@@ -6,7 +6,7 @@ use crate::config::{CoordinatorConfig, MAX_N_REDUCE};
 use crate::error::CoordinatorError;
 use crate::scheduler::{
     self, Assignment, AttemptOutcome, CancelOutcome, Event, FailureKind, Job, JobSpec, JobState,
-    PhaseCounts, Reply, Scheduler, Task, TaskKind, TaskResult, TaskState,
+    PhaseCounts, Reply, Scheduler, StoredSkipped, Task, TaskKind, TaskResult, TaskState,
 };
 use crate::state::millis;
 use crate::watch::{self, TaskWindow, WatchLimits};
@@ -164,6 +164,7 @@ pub fn validate_submission(
             .collect(),
         n_reduce: req.n_reduce,
         split_bytes,
+        max_skipped_records: req.max_skipped_records,
     })
 }
 
@@ -320,6 +321,11 @@ impl Coordinator for Services {
         let result = match req.result {
             Some(pb::report_task_request::Result::Succeeded(succeeded)) => TaskResult::Succeeded {
                 partitions: succeeded.partitions,
+                skipped: succeeded
+                    .skipped
+                    .into_iter()
+                    .map(skipped_from_proto)
+                    .collect(),
             },
             Some(pb::report_task_request::Result::Failed(failed)) => TaskResult::Failed {
                 kind: failure_kind(failed.kind()),
@@ -413,6 +419,7 @@ fn assignment_to_proto(a: &Assignment, scheduler: &Scheduler) -> pb::Assignment 
         time_limit_ms: config.task_time_limit.as_millis() as u64,
         memory_limit_bytes: config.task_memory_limit,
         task: Some(task),
+        skip_budget: a.skip_budget,
     }
 }
 
@@ -476,6 +483,15 @@ pub(crate) fn job_to_proto(job: &Job, tasks: Tasks) -> pb::Job {
         warning: job.warning.clone(),
         next_task_page_token,
         archived: job.archived,
+        skipped_records: job.skipped_records,
+        // Like the file list, with the first page only: ListJobs stays small.
+        skipped: match tasks {
+            Tasks::Page { start: 0, .. } => job
+                .skipped(MAX_SKIPPED_LISTED)
+                .map(|(task, s)| skipped_to_proto(task, s))
+                .collect(),
+            _ => Vec::new(),
+        },
     }
 }
 
@@ -518,6 +534,48 @@ pub(crate) fn task_to_proto(task: &Task) -> pb::TaskInfo {
             .map(scheduler::Split::to_string)
             .unwrap_or_default(),
         history,
+    }
+}
+
+/// Skipped records a Job lists (`skipped_records` counts them all).
+pub(crate) const MAX_SKIPPED_LISTED: usize = 100;
+
+/// Bytes of a skipped record's key, input or error kept: a worker's report is not trusted
+/// to keep them short.
+const MAX_SKIPPED_TEXT: usize = 256;
+
+fn clip(mut text: String) -> String {
+    if text.len() > MAX_SKIPPED_TEXT {
+        let mut end = MAX_SKIPPED_TEXT;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
+}
+
+fn skipped_from_proto(s: pb::SkippedRecord) -> StoredSkipped {
+    StoredSkipped {
+        input: clip(s.input),
+        offset: s.offset,
+        key: clip(s.key),
+        error: clip(s.error),
+    }
+}
+
+fn skipped_to_proto(task: &Task, s: &StoredSkipped) -> pb::SkippedRecord {
+    let kind = match task.kind {
+        TaskKind::Map => pb::TaskKind::Map,
+        TaskKind::Reduce => pb::TaskKind::Reduce,
+    };
+    pb::SkippedRecord {
+        kind: kind.into(),
+        task: task.index,
+        input: s.input.clone(),
+        offset: s.offset,
+        key: s.key.clone(),
+        error: s.error.clone(),
     }
 }
 

@@ -15,7 +15,9 @@
 //! attempts by deadline (mini-redis's expirations). Nothing scans all tasks.
 
 use crate::apps::AppRef;
-use crate::journal::{Record, StoredAttempt, StoredEnding, StoredJobEnd, StoredKind};
+use crate::journal::{
+    Record, StoredAttempt, StoredEnding, StoredJobEnd, StoredKind, StoredSkipped,
+};
 use mr_common::data_dir::output_relative;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -153,6 +155,8 @@ pub struct Task {
     /// A completed map task's partitions that hold records, ascending (it wrote `mr-X-Y`
     /// for these only); `None` for every partition.
     pub partitions: Option<Vec<u32>>,
+    /// Records the committed attempt skipped (empty unless Completed).
+    pub skipped: Vec<StoredSkipped>,
 }
 
 impl Task {
@@ -165,6 +169,7 @@ impl Task {
             attempts: Vec::new(),
             failures: 0,
             partitions: None,
+            skipped: Vec::new(),
         }
     }
 
@@ -223,6 +228,8 @@ pub struct JobSpec {
     pub input_files: Vec<(String, u64)>,
     pub n_reduce: u32,
     pub split_bytes: u64,
+    /// Records the job may skip (0: none; a record the app fails on fails its task).
+    pub max_skipped_records: u64,
 }
 
 /// How many tasks of a phase are in each state.
@@ -259,6 +266,8 @@ pub struct Job {
     pub finished_at: Option<SystemTime>,
     /// Only the summary is kept (the job ended before the last compaction).
     pub archived: bool,
+    /// Records skipped by the committed attempts of its tasks (the sum of their `skipped`).
+    pub skipped_records: u64,
     counts: [PhaseCounts; 2],
     idle: [BTreeSet<u32>; 2],
     running: [BTreeSet<(Instant, AttemptId)>; 2],
@@ -298,6 +307,7 @@ impl Job {
             submitted_at,
             finished_at: None,
             archived: false,
+            skipped_records: 0,
         }
     }
 
@@ -370,6 +380,30 @@ impl Job {
         let mut recent: Vec<Duration> = self.recent[kind.slot()].iter().copied().collect();
         recent.sort_unstable();
         recent.get(recent.len() / 2).copied()
+    }
+
+    /// Records its tasks may still skip: the job's budget less what committed attempts skipped.
+    pub fn skip_budget_left(&self) -> u64 {
+        self.spec
+            .max_skipped_records
+            .saturating_sub(self.skipped_records)
+    }
+
+    /// The first `n` skipped records, with their tasks (maps by index, then reduces).
+    pub fn skipped(&self, n: usize) -> impl Iterator<Item = (&Task, &StoredSkipped)> {
+        self.all_tasks()
+            .flat_map(|t| t.skipped.iter().map(move |s| (t, s)))
+            .take(n)
+    }
+
+    /// Replaces a task's skipped records, keeping the job's count in step.
+    fn set_skipped(&mut self, kind: TaskKind, index: u32, skipped: Vec<StoredSkipped>) {
+        let Some(task) = self.tasks_mut(kind).get_mut(index as usize) else {
+            return;
+        };
+        let old = std::mem::replace(&mut task.skipped, skipped);
+        let new = task.skipped.len() as u64;
+        self.skipped_records = self.skipped_records.saturating_sub(old.len() as u64) + new;
     }
 
     /// Output files, relative to the data folder, once the job succeeded.
@@ -666,6 +700,7 @@ impl State {
                 n_reduce,
                 split_bytes,
                 at_ms,
+                max_skipped_records,
             } => {
                 if self.by_id.contains_key(&job_id) {
                     return None;
@@ -679,6 +714,7 @@ impl State {
                     input_files,
                     n_reduce,
                     split_bytes,
+                    max_skipped_records,
                 };
                 let seq = self.insert_job(Job::new(job_id.clone(), spec, from_millis(at_ms)));
                 self.refresh(seq);
@@ -734,12 +770,14 @@ impl State {
                 attempt_id,
                 partitions,
                 at_ms,
+                skipped,
             } => {
                 let seq = *self.by_id.get(&job_id)?;
                 let job = self.jobs.get_mut(&seq)?;
                 let kind = TaskKind::from(kind);
                 job.tasks(kind).get(index as usize)?;
                 job.set_task_state(kind, index, TaskState::Completed);
+                job.set_skipped(kind, index, skipped);
                 let at = from_millis(at_ms);
                 let deadlines = &mut self.deadlines;
                 let (tasks, running) = job.tasks_and_running(kind);
@@ -822,6 +860,8 @@ impl State {
                         .is_some_and(|t| t.state == TaskState::Completed)
                     {
                         job.set_task_state(kind, i, TaskState::Idle);
+                        // Its commit no longer stands, nor do the records it skipped.
+                        job.set_skipped(kind, i, Vec::new());
                     }
                 }
                 self.refresh(seq);
@@ -868,6 +908,7 @@ impl State {
                 reduce,
                 submitted_at_ms,
                 finished_at_ms,
+                skipped_records,
             } => {
                 if self.by_id.contains_key(&job_id) {
                     return None;
@@ -889,6 +930,7 @@ impl State {
                         input_files: Vec::new(),
                         n_reduce,
                         split_bytes: 0,
+                        max_skipped_records: 0,
                     },
                     state: job_state_from(end),
                     error,
@@ -898,6 +940,7 @@ impl State {
                     submitted_at: from_millis(submitted_at_ms),
                     finished_at: Some(from_millis(finished_at_ms)),
                     archived: true,
+                    skipped_records,
                     counts: [counts(map), counts(reduce)],
                     idle: Default::default(),
                     running: Default::default(),
@@ -915,6 +958,7 @@ impl State {
                 failures,
                 partitions,
                 attempts,
+                skipped,
             } => {
                 let seq = *self.by_id.get(&job_id)?;
                 let job = self.jobs.get_mut(&seq)?;
@@ -956,6 +1000,7 @@ impl State {
                 task.failures = failures;
                 task.partitions = partitions;
                 task.attempts = restored;
+                job.set_skipped(kind, index, skipped);
                 self.refresh(seq);
                 Some(job_id)
             }
@@ -1020,9 +1065,14 @@ impl State {
                 n_reduce: job.spec.n_reduce,
                 split_bytes: job.spec.split_bytes,
                 at_ms: millis(job.submitted_at),
+                max_skipped_records: job.spec.max_skipped_records,
             });
             for task in job.all_tasks() {
-                if task.attempts.is_empty() && task.state == TaskState::Idle && task.failures == 0 {
+                if task.attempts.is_empty()
+                    && task.state == TaskState::Idle
+                    && task.failures == 0
+                    && task.skipped.is_empty()
+                {
                     continue;
                 }
                 out.push(Record::TaskRestored {
@@ -1045,6 +1095,7 @@ impl State {
                             backup: a.backup,
                         })
                         .collect(),
+                    skipped: task.skipped.clone(),
                 });
             }
             if let Some(end) = job_state_to(job.state) {
@@ -1075,6 +1126,7 @@ fn summary_of(job: &Job) -> Option<Record> {
         reduce: counts(job.counts[1]),
         submitted_at_ms: millis(job.submitted_at),
         finished_at_ms: job.finished_at.map(millis).unwrap_or(0),
+        skipped_records: job.skipped_records,
     })
 }
 

@@ -64,6 +64,7 @@ async fn a_job_of_thousands_of_tasks_runs_and_pages_through_the_api() {
             inputs: vec!["input/bytes.txt".into()],
             n_reduce: 1,
             split_bytes: 1,
+            max_skipped_records: 0,
         })
         .await
         .expect("submit")
@@ -95,6 +96,7 @@ async fn a_job_of_thousands_of_tasks_runs_and_pages_through_the_api() {
                 result: Some(pb::report_task_request::Result::Succeeded(
                     pb::TaskSucceeded {
                         partitions: vec![],
+                        skipped: Vec::new(),
                         ..Default::default()
                     },
                 )),

@@ -340,6 +340,7 @@ impl Cluster {
             inputs: inputs.to_vec(),
             n_reduce,
             split_bytes: 0,
+            max_skipped_records: 0,
         })
         .await
     }

@@ -15,6 +15,7 @@ fn request(app: &str, inputs: &[&str], n_reduce: u32) -> pb::SubmitJobRequest {
         inputs: inputs.iter().map(|s| s.to_string()).collect(),
         n_reduce,
         split_bytes: 0,
+        max_skipped_records: 0,
     }
 }
 

@@ -21,6 +21,7 @@ fn request(app: &str, inputs: &[&str]) -> pb::SubmitJobRequest {
         inputs: inputs.iter().map(|s| s.to_string()).collect(),
         n_reduce: 1,
         split_bytes: 0,
+        max_skipped_records: 0,
     }
 }
 
@@ -371,6 +372,7 @@ async fn unread_detailed_watches_of_a_big_job_stay_small() {
             inputs: vec![name],
             n_reduce: 1,
             split_bytes: 10,
+            max_skipped_records: 0,
         })
         .await;
     let pid = cluster.coordinator_pid().expect("coordinator runs");

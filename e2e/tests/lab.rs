@@ -44,6 +44,7 @@ async fn wc_with_small_splits_counts_words_on_split_boundaries_once() {
             n_reduce: 3,
             // Prime-sized splits fall mid-word and mid-line all over the texts.
             split_bytes: 65_521,
+            max_skipped_records: 0,
         })
         .await;
     let job = cluster.wait(&job_id, JOB_TIMEOUT).await;
@@ -131,6 +132,7 @@ async fn indexer_matches_the_sequential_reference() {
             inputs: input_globs(),
             n_reduce: 10,
             split_bytes: 200_000,
+            max_skipped_records: 0,
         })
         .await;
     let job = cluster.wait(&job_id, JOB_TIMEOUT).await;

@@ -125,6 +125,7 @@ async fn a_success_listing_impossible_partitions_fails_the_attempt() {
             records_in: 1,
             records_out: 1,
             partitions: partitions.clone(),
+            skipped: Vec::new(),
         });
         let reply = client
             .report_task(report(&task, succeeded, false))
@@ -181,6 +182,7 @@ async fn a_reduce_that_keeps_finding_lost_intermediates_fails_the_job() {
                     records_in: 1,
                     records_out: 1,
                     partitions: vec![0],
+                    skipped: Vec::new(),
                 })
             }
             Some(pb::assignment::Task::Reduce(r)) => {

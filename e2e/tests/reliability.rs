@@ -70,6 +70,7 @@ async fn output_is_exact_through_a_coordinator_restart_and_constant_worker_kills
             inputs: vec!["input/big/*.txt".into()],
             n_reduce: 6,
             split_bytes: 1 << 20,
+            max_skipped_records: 0,
         })
         .await;
     let port = cluster.port();
@@ -348,6 +349,7 @@ async fn a_full_disk_fails_the_job_with_a_clear_error() {
             inputs: vec!["input/pg-grimm.txt".into()],
             n_reduce: 1,
             split_bytes: 0,
+            max_skipped_records: 0,
         })
         .await
         .expect_err("cannot create the job folder");
@@ -433,6 +435,7 @@ async fn a_full_disk_never_loses_an_acknowledged_job() {
                 inputs: input.clone(),
                 n_reduce: 2,
                 split_bytes: 0,
+                max_skipped_records: 0,
             })
             .await;
         // Accepted: then it is in the journal and must survive too.
@@ -514,6 +517,7 @@ async fn a_kill_at_any_step_of_a_compaction_loses_nothing() {
                     inputs: input.clone(),
                     n_reduce: 2,
                     split_bytes: 0,
+                    max_skipped_records: 0,
                 })
                 .await;
             match reply {

@@ -101,6 +101,7 @@ async fn token_guards_the_job_and_worker_apis_but_not_health_or_reflection() {
             inputs: metamorphosis(),
             n_reduce: 1,
             split_bytes: 0,
+            max_skipped_records: 0,
         })
         .await
         .expect_err("no token");

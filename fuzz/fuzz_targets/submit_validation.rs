@@ -118,6 +118,7 @@ fuzz_target!(|s: Submission| {
         inputs: s.inputs.clone(),
         n_reduce: s.n_reduce,
         split_bytes: s.split_bytes,
+        max_skipped_records: 0,
     };
     let result = validate_submission(req, &f.apps, &f.data, &f.config);
     if f.verbose {

@@ -799,6 +799,17 @@ impl MapOutput {
         (key, &self.buf[at + 4..at + 4 + value_len])
     }
 
+    /// The records of several calls, in order, as one output.
+    pub fn concat(parts: Vec<MapOutput>) -> MapOutput {
+        let mut out = MapOutput::default();
+        for part in parts {
+            let base = out.buf.len() as u32;
+            out.starts.extend(part.starts.iter().map(|s| s + base));
+            out.buf.extend_from_slice(&part.buf);
+        }
+        out
+    }
+
     /// The validated buffer, in the ABI's record format (u32 LE length-prefixed key,
     /// then value, per record).
     pub fn as_bytes(&self) -> &[u8] {
@@ -823,6 +834,8 @@ fn read_len(buf: &[u8], at: usize) -> Option<usize> {
 pub struct ReduceBatch {
     buf: Vec<u8>,
     groups: usize,
+    /// Where each group starts in `buf`.
+    starts: Vec<usize>,
     /// A length did not fit the ABI's u32: reduce_batch refuses the batch.
     oversize: bool,
 }
@@ -843,6 +856,7 @@ impl ReduceBatch {
     /// Starts a group whose values are added one by one, for callers that stream them
     /// (e.g. from a merge) rather than holding them in a collection.
     pub fn begin_group(&mut self, key: &[u8]) -> GroupWriter<'_> {
+        self.starts.push(self.buf.len());
         self.put(key);
         let count_at = self.buf.len();
         self.buf.extend_from_slice(&0u32.to_le_bytes());
@@ -872,9 +886,25 @@ impl ReduceBatch {
         &self.buf
     }
 
+    /// A batch of groups `range` of this one (to retry them apart).
+    pub fn sub_batch(&self, range: std::ops::Range<usize>) -> ReduceBatch {
+        let at = |i: usize| self.starts.get(i).copied().unwrap_or(self.buf.len());
+        let (start, end) = (at(range.start), at(range.end.max(range.start)));
+        ReduceBatch {
+            buf: self.buf[start..end].to_vec(),
+            groups: range.len(),
+            starts: self.starts[range.start..range.end.max(range.start)]
+                .iter()
+                .map(|s| s - start)
+                .collect(),
+            oversize: self.oversize,
+        }
+    }
+
     /// Empties the batch, keeping its buffer.
     pub fn clear(&mut self) {
         self.buf.clear();
+        self.starts.clear();
         self.groups = 0;
         self.oversize = false;
     }

@@ -338,6 +338,26 @@ impl Worker {
                 records_in: stats.records_in,
                 records_out: stats.records_out,
                 partitions: stats.partitions,
+                skipped: stats
+                    .skipped
+                    .into_iter()
+                    .map(|s| pb::SkippedRecord {
+                        kind: match task.task {
+                            Some(pb::assignment::Task::Map(_)) => pb::TaskKind::Map,
+                            _ => pb::TaskKind::Reduce,
+                        }
+                        .into(),
+                        task: match &task.task {
+                            Some(pb::assignment::Task::Map(m)) => m.index,
+                            Some(pb::assignment::Task::Reduce(r)) => r.partition,
+                            None => 0,
+                        },
+                        input: s.input,
+                        offset: s.offset,
+                        key: s.key,
+                        error: s.error,
+                    })
+                    .collect(),
             }),
             Err(error) => {
                 let (kind, bad_map_tasks) = match &error {
@@ -347,7 +367,9 @@ impl Worker {
                     TaskError::App(AppError::MemoryLimit { .. }) => {
                         (pb::FailureKind::MemoryLimit, vec![])
                     }
-                    TaskError::App(_) => (pb::FailureKind::AppError, vec![]),
+                    TaskError::App(_) | TaskError::TooManySkipped { .. } => {
+                        (pb::FailureKind::AppError, vec![])
+                    }
                     TaskError::BadIntermediate { maps, .. } => {
                         (pb::FailureKind::BadIntermediate, maps.clone())
                     }
@@ -445,6 +467,7 @@ fn run_task(
 ) -> Result<TaskStats, TaskError> {
     let ctx = TaskContext {
         merge_fan_in,
+        skip_budget: task.skip_budget,
         data,
         job_id: &task.job_id,
         attempt_id: task.attempt_id,

@@ -5,10 +5,13 @@
 //! empty partition gets no file: a tiny task then creates, and the coordinator renames, only
 //! what holds data). A reduce task merges the intermediate files the coordinator lists for
 //! its partition as sorted streams, calls the app on batches of key groups and writes
-//! `key value` lines. Every file is written under the attempt's temp
+//! `key value` lines. When the job allows skipping records and the app fails on a split or
+//! a batch, the task narrows the failure down to the lines or key groups the app fails on
+//! alone, skips them and goes on ([`crate::skip`]). Every file is written under the attempt's temp
 //! name; the coordinator renames it into place if, and only if, it accepts the attempt.
 
-use crate::app_runtime::{AppError, AppModule, Limits, ReduceBatch};
+use crate::app_runtime::{AppError, AppModule, Limits, MapOutput, ReduceBatch};
+use crate::skip::{self, NarrowError, SkippedRecord, TaskClock};
 use mr_common::{DataDir, PathError};
 use mr_shuffle::{Group, Merger, Reader, RunError, ShuffleError, Writer};
 use std::fs::File;
@@ -41,6 +44,16 @@ pub enum TaskError {
     /// The assignment named a path outside the data folder.
     #[error(transparent)]
     Path(#[from] PathError),
+    /// The app failed on more records than the job may still skip.
+    #[error(
+        "{source} on record {record}; skipping it would take the job past its \
+         max_skipped_records ({budget} left for this task)"
+    )]
+    TooManySkipped {
+        record: Box<SkippedRecord>,
+        budget: u64,
+        source: Box<AppError>,
+    },
 }
 
 fn io_error(path: &Path) -> impl FnOnce(io::Error) -> TaskError + '_ {
@@ -57,6 +70,8 @@ pub struct TaskStats {
     pub records_out: u64,
     /// Map tasks: the partitions that got a file, ascending.
     pub partitions: Vec<u32>,
+    /// The records the app failed on and the task skipped, in input order.
+    pub skipped: Vec<SkippedRecord>,
 }
 
 /// What every task of one attempt needs to know.
@@ -68,6 +83,8 @@ pub struct TaskContext<'a> {
     pub limits: Limits,
     /// Most intermediate files a reduce holds open at once ([`merge_fan_in`]).
     pub merge_fan_in: usize,
+    /// Records the task may skip (0: a failure on any record fails the task).
+    pub skip_budget: u64,
 }
 
 /// Temp files of an attempt, removed unless the attempt got as far as reporting success.
@@ -96,9 +113,39 @@ pub fn run_map(
     offset: u64,
     length: u64,
 ) -> Result<TaskStats, TaskError> {
+    let clock = TaskClock::start(ctx.limits);
     let path = ctx.data.resolve("input", input)?;
-    let contents = read_split(&path, offset, length).map_err(io_error(&path))?;
-    let output = app.map(&ctx.limits, input, &contents)?;
+    let (start, contents) = read_split_at(&path, offset, length).map_err(io_error(&path))?;
+    let mut skipped = Vec::new();
+    let output = match app.map(&ctx.limits, input, &contents) {
+        Ok(output) => output,
+        Err(error) if ctx.skip_budget > 0 && skip::is_record_failure(&error) => {
+            let lines = skip::line_starts(&contents);
+            let bytes = |r: std::ops::Range<usize>| {
+                let end = lines.get(r.end).copied().unwrap_or(contents.len());
+                &contents[lines[r.start]..end]
+            };
+            tracing::warn!(%error, lines = lines.len(), "the app failed on the split; narrowing it down to skip the lines it fails on");
+            let line =
+                |i: usize, e: &AppError| SkippedRecord::line(input, start + lines[i] as u64, e);
+            let narrowed = skip::narrow(lines.len(), error, ctx.skip_budget, &mut |r| {
+                let limits = clock.limits(app.name())?;
+                app.map(&limits, input, bytes(r))
+                    .map_err(|e| clock.error(e))
+            })
+            .map_err(|e| match e {
+                NarrowError::App(e) => TaskError::App(e),
+                NarrowError::OverBudget { item, error } => TaskError::TooManySkipped {
+                    record: Box::new(line(item, &error)),
+                    budget: ctx.skip_budget,
+                    source: Box::new(error),
+                },
+            })?;
+            skipped = narrowed.bad.iter().map(|(i, e)| line(*i, e)).collect();
+            MapOutput::concat(narrowed.done.into_iter().map(|(_, o)| o).collect())
+        }
+        Err(error) => return Err(error.into()),
+    };
     drop(contents);
 
     // Sort record indices by (partition, key); the sort is stable, so equal keys keep the
@@ -140,6 +187,7 @@ pub fn run_map(
         records_in: 1,
         records_out: output.len() as u64,
         partitions,
+        skipped,
     })
 }
 
@@ -159,6 +207,11 @@ fn shuffle_io(path: &Path, error: ShuffleError) -> TaskError {
 /// line containing byte `offset + length - 1`. So every line, and every word in it, belongs
 /// to exactly one split.
 pub fn read_split(path: &Path, offset: u64, length: u64) -> io::Result<Vec<u8>> {
+    read_split_at(path, offset, length).map(|(_, contents)| contents)
+}
+
+/// [`read_split`], with the byte offset in the file where the split's first line starts.
+pub fn read_split_at(path: &Path, offset: u64, length: u64) -> io::Result<(u64, Vec<u8>)> {
     let mut reader = BufReader::with_capacity(256 << 10, File::open(path)?);
     let mut start = offset;
     if offset > 0 {
@@ -169,7 +222,7 @@ pub fn read_split(path: &Path, offset: u64, length: u64) -> io::Result<Vec<u8>> 
     }
     let end = offset + length;
     if start >= end {
-        return Ok(Vec::new());
+        return Ok((start, Vec::new()));
     }
     // Sized up front (plus room for the last line's tail): growing by doubling copied a
     // 16 MiB split several times over and faulted in fresh pages each time.
@@ -179,7 +232,7 @@ pub fn read_split(path: &Path, offset: u64, length: u64) -> io::Result<Vec<u8>> 
     if contents.last().is_some_and(|&b| b != b'\n') {
         reader.read_until(b'\n', &mut contents)?;
     }
-    Ok(contents)
+    Ok((start, contents))
 }
 
 /// Most intermediate files (or merged runs) a reduce holds open at once: the merge's
@@ -420,6 +473,7 @@ pub fn run_reduce(
     let temps = TempFiles(vec![tmp.clone()]);
     let mut out =
         BufWriter::with_capacity(WRITE_BUFFER, File::create(&tmp).map_err(io_error(&tmp))?);
+    let clock = TaskClock::start(ctx.limits);
     let mut reducer = app.reducer(&ctx.limits)?;
     let mut batch = ReduceBatch::new();
     let mut keys = KeyList::default();
@@ -433,11 +487,53 @@ pub fn run_reduce(
             keys.push(group.key());
         }
         if !batch.is_empty() && (!more || batch.bytes() >= REDUCE_BATCH_BYTES) {
-            let values = reducer.reduce_batch(&batch)?;
-            for (key, value) in keys.iter().zip(&values) {
-                write_line(&mut out, key, value).map_err(io_error(&tmp))?;
+            let budget = ctx.skip_budget.saturating_sub(stats.skipped.len() as u64);
+            match reducer.reduce_batch(&batch) {
+                Ok(values) => {
+                    for (key, value) in keys.iter().zip(&values) {
+                        write_line(&mut out, key, value).map_err(io_error(&tmp))?;
+                    }
+                    stats.records_out += values.len() as u64;
+                }
+                Err(error) if budget > 0 && skip::is_record_failure(&error) => {
+                    tracing::warn!(%error, groups = batch.len(), "the app failed on a batch; narrowing it down to skip the keys it fails on");
+                    let key_list: Vec<&[u8]> = keys.iter().collect();
+                    let narrowed = skip::narrow(batch.len(), error, budget, &mut |r| {
+                        // A fresh instance for each try: a trapped one is done for.
+                        let limits = clock.limits(app.name())?;
+                        let mut fresh = app.reducer(&limits).map_err(|e| clock.error(e))?;
+                        fresh
+                            .reduce_batch(&batch.sub_batch(r))
+                            .map_err(|e| clock.error(e))
+                    })
+                    .map_err(|e| match e {
+                        NarrowError::App(e) => TaskError::App(e),
+                        NarrowError::OverBudget { item, error } => TaskError::TooManySkipped {
+                            record: Box::new(SkippedRecord::key(key_list[item], &error)),
+                            budget: ctx.skip_budget,
+                            source: Box::new(error),
+                        },
+                    })?;
+                    for (range, values) in &narrowed.done {
+                        for (key, value) in key_list[range.clone()].iter().zip(values) {
+                            write_line(&mut out, key, value).map_err(io_error(&tmp))?;
+                        }
+                        stats.records_out += values.len() as u64;
+                    }
+                    stats.skipped.extend(
+                        narrowed
+                            .bad
+                            .iter()
+                            .map(|(i, e)| SkippedRecord::key(key_list[*i], e)),
+                    );
+                    // The session's instance trapped: later batches get a fresh one, within
+                    // the task's time.
+                    reducer = app
+                        .reducer(&clock.limits(app.name())?)
+                        .map_err(|e| clock.error(e))?;
+                }
+                Err(error) => return Err(error.into()),
             }
-            stats.records_out += values.len() as u64;
             batch.clear();
             keys.clear();
         }
@@ -508,6 +604,7 @@ mod tests {
                 memory_bytes: 64 << 20,
             },
             merge_fan_in,
+            skip_budget: 0,
         }
     }
 

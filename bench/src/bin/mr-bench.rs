@@ -140,6 +140,7 @@ impl Cluster {
                 inputs: inputs.to_vec(),
                 n_reduce,
                 split_bytes,
+                max_skipped_records: 0,
             })
             .await?
             .into_inner()

@@ -3,7 +3,7 @@
 //! instead of failing it), the failure limit, lost intermediates, the end of a job.
 
 use super::{Cleanup, FailureKind, TaskResult, Transition, cleanup_scope};
-use crate::journal::{JournalError, Record, StoredEnding, StoredJobEnd};
+use crate::journal::{JournalError, Record, StoredEnding, StoredJobEnd, StoredSkipped};
 use crate::state::{AttemptId, AttemptOutcome, TaskKind, TaskState, millis, task_label};
 use mr_common::DataDir;
 use mr_common::data_dir::{intermediate_name, output_name};
@@ -41,7 +41,44 @@ impl Transition<'_> {
         }
         let n_reduce = job.spec.n_reduce;
         match result {
-            TaskResult::Succeeded { partitions } => {
+            TaskResult::Succeeded {
+                partitions,
+                skipped,
+            } => {
+                // Only a committed attempt's skips count, and all of them together stay
+                // within the job's budget; past it, the attempt fails as the app's error.
+                let left = job.skip_budget_left();
+                if skipped.len() as u64 > left {
+                    let record = &skipped[left as usize];
+                    let error = format!(
+                        "skipping {} would take the job past max_skipped_records = {} \
+                         ({} skipped already, this attempt skipped {}); the app's error \
+                         there: {}",
+                        describe_skipped(record),
+                        job.spec.max_skipped_records,
+                        job.skipped_records,
+                        skipped.len(),
+                        record.error
+                    );
+                    tracing::warn!(%error, "skipped records over the job's budget");
+                    self.fail(
+                        &job_id,
+                        at.kind,
+                        at.index,
+                        attempt_id,
+                        FailureKind::App,
+                        error,
+                        &[],
+                    )?;
+                    return Ok(true);
+                }
+                if !skipped.is_empty() {
+                    tracing::warn!(
+                        skipped = skipped.len(),
+                        first = %describe_skipped(&skipped[0]),
+                        "the attempt skipped records the app failed on"
+                    );
+                }
                 let files = match commit_files(
                     self.data,
                     &job_id,
@@ -76,6 +113,7 @@ impl Transition<'_> {
                     attempt_id,
                     partitions: (at.kind == TaskKind::Map && !all).then_some(partitions),
                     at_ms: millis(self.wall),
+                    skipped,
                 })?;
                 if let Err(error) = rename_all(&files) {
                     tracing::error!(%error, "renaming committed files failed; the task runs again");
@@ -218,6 +256,15 @@ impl Transition<'_> {
         );
         self.work_ready = true;
         Ok(())
+    }
+}
+
+/// A skipped record in messages: `input/f.txt@1234` (a map's line) or `key "k"` (a reduce's).
+pub(crate) fn describe_skipped(record: &StoredSkipped) -> String {
+    if record.input.is_empty() {
+        format!("key {:?}", record.key)
+    } else {
+        format!("{}@{}", record.input, record.offset)
     }
 }
 

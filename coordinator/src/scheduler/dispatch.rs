@@ -40,6 +40,7 @@ impl Transition<'_> {
             index,
             split: task.split.clone(),
             map_tasks,
+            skip_budget: job.skip_budget_left(),
         };
         self.record(Record::TaskAssigned {
             job_id,

@@ -26,6 +26,7 @@ mod timers;
 mod tests;
 
 use crate::config::CoordinatorConfig;
+pub use crate::journal::StoredSkipped;
 use crate::journal::{Journal, JournalError, Record};
 use crate::state::State;
 pub use crate::state::{
@@ -76,13 +77,19 @@ pub struct Assignment {
     pub split: Option<Split>,
     /// Reduce tasks: the map tasks that wrote a file for this partition, ascending.
     pub map_tasks: Vec<u32>,
+    /// Records the attempt may skip: what the job's budget has left (0: skip none).
+    pub skip_budget: u64,
 }
 
 /// What a worker reports about an attempt.
 #[derive(Clone, Debug)]
 pub enum TaskResult {
-    /// Map tasks list the partitions they wrote files for, ascending (reduces: empty).
-    Succeeded { partitions: Vec<u32> },
+    /// Map tasks list the partitions they wrote files for, ascending (reduces: empty);
+    /// `skipped`: the records the attempt skipped.
+    Succeeded {
+        partitions: Vec<u32>,
+        skipped: Vec<StoredSkipped>,
+    },
     Failed {
         kind: FailureKind,
         error: String,
@@ -305,6 +312,7 @@ impl Transition<'_> {
                     n_reduce: spec.n_reduce,
                     split_bytes: spec.split_bytes,
                     at_ms: crate::state::millis(self.wall),
+                    max_skipped_records: spec.max_skipped_records,
                 })?;
                 self.work_ready = true;
                 Ok(Reply::Submitted)

@@ -52,6 +52,17 @@ impl Fixture {
 
     /// Submits a job of `maps` one-byte splits and `n_reduce` reduces; its id.
     fn submit(&self, id: &str, maps: u64, n_reduce: u32) -> String {
+        self.submit_skipping(id, maps, n_reduce, 0)
+    }
+
+    /// [`Fixture::submit`] of a job that may skip `max_skipped_records` records.
+    fn submit_skipping(
+        &self,
+        id: &str,
+        maps: u64,
+        n_reduce: u32,
+        max_skipped_records: u64,
+    ) -> String {
         std::fs::create_dir_all(self.scheduler.data().job_dir(id)).expect("job dir");
         let spec = JobSpec {
             app: AppRef {
@@ -62,6 +73,7 @@ impl Fixture {
             input_files: vec![("input/a".into(), maps)],
             n_reduce,
             split_bytes: 1,
+            max_skipped_records,
         };
         let reply = self.handle(Event::Submit {
             job_id: id.into(),
@@ -91,7 +103,27 @@ impl Fixture {
 
     fn report_ok(&self, worker: &str, a: &Assignment) -> bool {
         let partitions = self.write_files(a);
-        self.report(worker, a.attempt_id, TaskResult::Succeeded { partitions })
+        self.report(
+            worker,
+            a.attempt_id,
+            TaskResult::Succeeded {
+                partitions,
+                skipped: Vec::new(),
+            },
+        )
+    }
+
+    /// Reports success of an attempt that skipped `skipped`.
+    fn report_skipping(&self, worker: &str, a: &Assignment, skipped: &[StoredSkipped]) -> bool {
+        let partitions = self.write_files(a);
+        self.report(
+            worker,
+            a.attempt_id,
+            TaskResult::Succeeded {
+                partitions,
+                skipped: skipped.to_vec(),
+            },
+        )
     }
 
     fn report(&self, worker: &str, attempt_id: AttemptId, result: TaskResult) -> bool {
@@ -167,7 +199,14 @@ async fn maps_go_out_lowest_first_oldest_job_first_then_reduces() {
     assert!(f.request("w").is_none());
     let running: Vec<AttemptId> = f.job("a", |j| j.maps.iter().map(|t| t.attempts[0].id).collect());
     for id in running {
-        f.report("w", id, TaskResult::Succeeded { partitions: vec![] });
+        f.report(
+            "w",
+            id,
+            TaskResult::Succeeded {
+                partitions: vec![],
+                skipped: vec![],
+            },
+        );
     }
     let next = f.request("w").expect("a's reduce");
     assert_eq!(
@@ -445,4 +484,84 @@ async fn a_job_of_fifty_thousand_tasks_costs_log_n_per_event() {
     assert_eq!(handed, 50_001);
     assert_eq!(f.job("big", |j| j.state), JobState::Succeeded);
     let _ = &f.dir;
+}
+
+fn line(offset: u64) -> StoredSkipped {
+    StoredSkipped {
+        input: "input/a".into(),
+        offset,
+        error: "app `wc` failed: poisoned".into(),
+        ..StoredSkipped::default()
+    }
+}
+
+fn skipped_of(job: &Job) -> (u64, Vec<StoredSkipped>) {
+    let listed = job.skipped(usize::MAX).map(|(_, s)| s.clone()).collect();
+    (job.skipped_records, listed)
+}
+
+/// Skipped records count only once their attempt is committed (never a failed, superseded
+/// or duplicate one), survive restarts (journal and snapshot), and are held to the budget.
+#[tokio::test(start_paused = true)]
+async fn skipped_records_count_on_commit_only_survive_restarts_and_keep_to_the_budget() {
+    let mut f = Fixture::new();
+    f.submit_skipping("s", 3, 1, 2);
+    let first = f.request("w1").expect("map 0");
+    assert_eq!(first.skip_budget, 2);
+    // Map 0's first attempt times out; its late report's skips never count.
+    advance(TIMEOUT + Duration::from_millis(1)).await;
+    f.deadline_check();
+    let second = f.request("w2").expect("map 0 again");
+    assert_eq!(second.index, 0);
+    assert!(!f.report_skipping("w1", &first, &[line(1), line(2)]));
+    assert_eq!(f.job("s", skipped_of), (0, vec![]));
+    // The winning attempt's skip counts, once: a duplicate report is not accepted.
+    assert!(f.report_skipping("w2", &second, &[line(10)]));
+    assert!(!f.report_skipping("w2", &second, &[line(10)]));
+    assert_eq!(f.job("s", skipped_of), (1, vec![line(10)]));
+    // Later assignments get what is left of the budget.
+    let map1 = f.request("w1").expect("map 1");
+    assert_eq!(map1.skip_budget, 1);
+    // Two more would go past the budget of 2: the attempt fails as the app's error,
+    // counted against the task, naming the record; nothing of it is recorded.
+    assert!(f.report_skipping("w1", &map1, &[line(20), line(30)]));
+    let (state, failures, error) = f.job("s", |j| {
+        let t = &j.maps[1];
+        (t.state, t.failures, t.attempts[0].error.clone())
+    });
+    assert_eq!((state, failures), (TaskState::Idle, 1));
+    assert!(
+        error.contains("input/a@30") && error.contains("max_skipped_records = 2"),
+        "{error}"
+    );
+    assert_eq!(f.job("s", skipped_of), (1, vec![line(10)]));
+    // Journal replay, then the snapshot the restart compacted to: the same records.
+    for _ in 0..2 {
+        f.reopen();
+        assert_eq!(f.job("s", skipped_of), (1, vec![line(10)]));
+    }
+    let map1 = f.request("w1").expect("map 1 again");
+    assert_eq!((map1.index, map1.skip_budget), (1, 1));
+    assert!(f.report_skipping("w1", &map1, &[line(20)]));
+    assert_eq!(f.job("s", skipped_of), (2, vec![line(10), line(20)]));
+    let map2 = f.request("w1").expect("map 2");
+    assert_eq!(map2.skip_budget, 0);
+    // A task reset (its intermediates lost) drops its skips until it commits again.
+    assert!(f.report_ok("w1", &map2));
+    let reduce = f.request("w1").expect("reduce");
+    assert!(f.report(
+        "w1",
+        reduce.attempt_id,
+        TaskResult::Failed {
+            kind: FailureKind::BadIntermediate,
+            error: "lost".into(),
+            bad_map_tasks: vec![0],
+        }
+    ));
+    assert_eq!(f.job("s", skipped_of), (1, vec![line(20)]));
+    f.run_all("w1");
+    assert_eq!(f.job("s", |j| j.state), JobState::Succeeded);
+    // An ended job's summary keeps the count.
+    f.reopen();
+    assert_eq!(f.job("s", |j| j.skipped_records), 1);
 }
