@@ -664,6 +664,15 @@ impl State {
         running.remove(&(attempt.started, attempt.id));
     }
 
+    /// The sequence number of a task record's job and the task's kind, if both the job and
+    /// the task exist.
+    fn locate(&self, job_id: &str, kind: StoredKind, index: u32) -> Option<(u64, TaskKind)> {
+        let seq = *self.by_id.get(job_id)?;
+        let kind = TaskKind::from(kind);
+        self.jobs.get(&seq)?.tasks(kind).get(index as usize)?;
+        Some((seq, kind))
+    }
+
     fn insert_job(&mut self, job: Job) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -729,10 +738,8 @@ impl State {
                 backup,
                 at_ms,
             } => {
-                let seq = *self.by_id.get(&job_id)?;
+                let (seq, kind) = self.locate(&job_id, kind, index)?;
                 let job = self.jobs.get_mut(&seq)?;
-                let kind = TaskKind::from(kind);
-                job.tasks(kind).get(index as usize)?;
                 if job.state == JobState::Pending {
                     job.state = JobState::Running;
                 }
@@ -772,10 +779,8 @@ impl State {
                 at_ms,
                 skipped,
             } => {
-                let seq = *self.by_id.get(&job_id)?;
+                let (seq, kind) = self.locate(&job_id, kind, index)?;
                 let job = self.jobs.get_mut(&seq)?;
-                let kind = TaskKind::from(kind);
-                job.tasks(kind).get(index as usize)?;
                 job.set_task_state(kind, index, TaskState::Completed);
                 job.set_skipped(kind, index, skipped);
                 let at = from_millis(at_ms);
@@ -817,10 +822,8 @@ impl State {
                 counts,
                 at_ms,
             } => {
-                let seq = *self.by_id.get(&job_id)?;
+                let (seq, kind) = self.locate(&job_id, kind, index)?;
                 let job = self.jobs.get_mut(&seq)?;
-                let kind = TaskKind::from(kind);
-                job.tasks(kind).get(index as usize)?;
                 let deadlines = &mut self.deadlines;
                 let (tasks, running) = job.tasks_and_running(kind);
                 let task = &mut tasks[index as usize];
@@ -960,10 +963,8 @@ impl State {
                 attempts,
                 skipped,
             } => {
-                let seq = *self.by_id.get(&job_id)?;
+                let (seq, kind) = self.locate(&job_id, kind, index)?;
                 let job = self.jobs.get_mut(&seq)?;
-                let kind = TaskKind::from(kind);
-                job.tasks(kind).get(index as usize)?;
                 let mut restored = Vec::with_capacity(attempts.len());
                 for a in attempts {
                     let attempt = Attempt {

@@ -427,17 +427,7 @@ async fn a_full_disk_never_loses_an_acknowledged_job() {
         if refused == 3 {
             break;
         }
-        let result = cluster
-            .jobs()
-            .await
-            .submit_job(pb::SubmitJobRequest {
-                app: "wc".into(),
-                inputs: input.clone(),
-                n_reduce: 2,
-                split_bytes: 0,
-                max_skipped_records: 0,
-            })
-            .await;
+        let result = try_submit_wc(&cluster, &input).await;
         // Accepted: then it is in the journal and must survive too.
         if let Err(status) = result {
             assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
@@ -469,6 +459,23 @@ async fn a_full_disk_never_loses_an_acknowledged_job() {
         &cluster.reference("wc", &input),
         "wc after a full disk",
     );
+}
+
+/// Submits wc over `inputs` (n_reduce 2); the coordinator's answer, whatever it is.
+async fn try_submit_wc(
+    cluster: &Cluster,
+    inputs: &[String],
+) -> Result<tonic::Response<pb::SubmitJobResponse>, tonic::Status> {
+    cluster
+        .jobs()
+        .await
+        .submit_job(pb::SubmitJobRequest {
+            app: "wc".into(),
+            inputs: inputs.to_vec(),
+            n_reduce: 2,
+            ..Default::default()
+        })
+        .await
 }
 
 /// Every job's id and state, as ListJobs gives them.
@@ -509,17 +516,7 @@ async fn a_kill_at_any_step_of_a_compaction_loses_nothing() {
         // client hears nothing, but the job was written down.
         let mut acked = Vec::new();
         loop {
-            let reply = cluster
-                .jobs()
-                .await
-                .submit_job(pb::SubmitJobRequest {
-                    app: "wc".into(),
-                    inputs: input.clone(),
-                    n_reduce: 2,
-                    split_bytes: 0,
-                    max_skipped_records: 0,
-                })
-                .await;
+            let reply = try_submit_wc(&cluster, &input).await;
             match reply {
                 Ok(r) => acked.push(r.into_inner().job_id),
                 Err(_) => break,
