@@ -374,8 +374,13 @@ impl<'a> GlobWalk<'a> {
             }
             GlobPart::Pattern(pattern) => {
                 let pattern = pattern.clone();
+                // As in a shell: a dot file is matched only by a pattern that starts with a
+                // literal dot (`*.hidden` does not select `.hidden`).
+                let dots = pattern.as_str().starts_with('.');
                 for name in self.list(dir, rel) {
-                    if pattern.matches_with(&name, MATCH_OPTIONS) {
+                    if (dots || !name.starts_with('.'))
+                        && pattern.matches_with(&name, MATCH_OPTIONS)
+                    {
                         self.step(dir, rel, name, part, depth, last, files)?;
                     }
                 }
@@ -653,6 +658,16 @@ mod tests {
         let names: Vec<_> = files.iter().map(|f| f.relative.as_str()).collect();
         assert_eq!(names, ["input/a.txt", "input/b.txt"]);
         assert_eq!(files[0].size, 5);
+        // A wildcard before a literal dot does not reach a dot file (the fuzzer's find);
+        // a pattern that starts with a dot does.
+        let err = data
+            .expand_inputs(&["input/*.hidden.txt".into()])
+            .expect_err("only a dot file would match");
+        assert!(err.to_string().contains("inputs[0]"), "{err}");
+        let files = data
+            .expand_inputs(&["input/.hidden*".into()])
+            .expect("expand");
+        assert_eq!(files[0].relative, "input/.hidden.txt");
     }
 
     #[test]

@@ -131,12 +131,7 @@ impl<R: Read> Merger<R> {
     /// After an error the merge cannot go on: later calls fail too (same `source_index`).
     pub fn next_group(&mut self, group: &mut Group) -> Result<bool, MergeError> {
         group.clear();
-        if let Some(source_index) = self.failed {
-            return Err(MergeError {
-                source_index,
-                error: ShuffleError::Corrupt("merge used again after it reported an error".into()),
-            });
-        }
+        self.usable()?;
         let Some(&first) = self.heap.first() else {
             return Ok(false);
         };
@@ -147,22 +142,40 @@ impl<R: Read> Merger<R> {
                 break;
             }
             group.push_value(source.value());
-            match source.advance() {
-                Ok(true) => {}
-                Ok(false) => {
-                    self.heap.swap_remove(0);
-                }
-                Err(error) => {
-                    self.failed = Some(top);
-                    return Err(MergeError {
-                        source_index: top,
-                        error,
-                    });
-                }
-            }
-            sift_down(&mut self.heap, &self.sources, 0);
+            self.advance_top(top)?;
         }
         Ok(true)
+    }
+
+    /// Fails if an earlier call reported an error: the merge cannot go on after one.
+    fn usable(&self) -> Result<(), MergeError> {
+        match self.failed {
+            Some(source_index) => Err(MergeError {
+                source_index,
+                error: ShuffleError::Corrupt("merge used again after it reported an error".into()),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Moves the source at the top of the heap to its next record (dropping it from the
+    /// heap once exhausted and verified) and restores the heap; an error is remembered.
+    fn advance_top(&mut self, top: usize) -> Result<(), MergeError> {
+        match self.sources[top].advance() {
+            Ok(true) => {}
+            Ok(false) => {
+                self.heap.swap_remove(0);
+            }
+            Err(error) => {
+                self.failed = Some(top);
+                return Err(MergeError {
+                    source_index: top,
+                    error,
+                });
+            }
+        }
+        sift_down(&mut self.heap, &self.sources, 0);
+        Ok(())
     }
 }
 
@@ -175,32 +188,14 @@ impl<R: Read> Merger<R> {
     /// runs this way and then merging the runs, in the same order, gives every group the
     /// same values in the same order as one merge of all sources.
     pub fn write_run<W: Write>(&mut self, out: &mut Writer<W>) -> Result<u64, RunError> {
-        if let Some(source_index) = self.failed {
-            return Err(RunError::Source(MergeError {
-                source_index,
-                error: ShuffleError::Corrupt("merge used again after it reported an error".into()),
-            }));
-        }
+        self.usable().map_err(RunError::Source)?;
         let mut written = 0;
         while let Some(&top) = self.heap.first() {
-            let source = &mut self.sources[top];
+            let source = &self.sources[top];
             out.append(source.key(), source.value())
                 .map_err(RunError::Output)?;
             written += 1;
-            match source.advance() {
-                Ok(true) => {}
-                Ok(false) => {
-                    self.heap.swap_remove(0);
-                }
-                Err(error) => {
-                    self.failed = Some(top);
-                    return Err(RunError::Source(MergeError {
-                        source_index: top,
-                        error,
-                    }));
-                }
-            }
-            sift_down(&mut self.heap, &self.sources, 0);
+            self.advance_top(top).map_err(RunError::Source)?;
         }
         Ok(written)
     }
