@@ -13,6 +13,9 @@ pub const MAX_N_REDUCE: u32 = 10_000;
 /// however many tasks the job has.
 pub const MAX_WATCH_TASK_PAGE: u32 = 500;
 
+/// Most tasks handed to one worker in one answer, whatever it asks for.
+pub const MAX_BATCH_TASKS: u32 = 64;
+
 /// Configuration of a coordinator. `Default` gives the documented defaults; the binary fills
 /// it from flags and `MR_*` environment variables.
 #[derive(Clone, Debug)]
@@ -30,6 +33,11 @@ pub struct CoordinatorConfig {
     pub long_poll: Duration,
     /// Largest input split per map task when a job does not choose. Default 16 MiB.
     pub default_split_bytes: u64,
+    /// A worker that asks for several tasks (`max_tasks`) gets consecutive map tasks of one
+    /// job while their splits add up to at most this many bytes: small tasks then cost one
+    /// round trip and one journal write per batch, not per task. Larger splits go one at a
+    /// time; reduces always do. Default 1 MiB; 0: never batch.
+    pub batch_bytes: u64,
     /// Failures of one task (app errors, limits, I/O) after which its job fails. Default 4.
     pub max_task_failures: u32,
     /// CPU-time budget of the app for one task, enforced by the worker. Default 60 s.
@@ -102,6 +110,7 @@ impl Default for CoordinatorConfig {
             task_timeout: Duration::from_secs(10),
             long_poll: Duration::from_secs(20),
             default_split_bytes: 16 << 20,
+            batch_bytes: 1 << 20,
             max_task_failures: 4,
             task_time_limit: Duration::from_secs(60),
             task_memory_limit: 256 << 20,

@@ -8,8 +8,9 @@
 //!
 //! Each line is `crc32-hex json\n`. A coordinator killed mid-write leaves at most one torn
 //! last line; it fails its checksum, and the journal is cut back to the last whole record.
-//! Writes go to the OS at once (surviving a killed process); `sync` also fsyncs each one
-//! (surviving a power loss, at a cost in throughput). A write that fails (a full disk) is cut
+//! Writes go to the OS at once (surviving a killed process); `sync` also fsyncs them
+//! (surviving a power loss, at a cost in throughput) in groups: one fsync for all the
+//! records of one scheduler event, a batch's reports included, before its reply. A write that fails (a full disk) is cut
 //! back off, so the file holds whole records only and a later append is never stranded
 //! behind a torn one; if even that fails, the journal refuses appends until it can.
 //!
@@ -237,6 +238,8 @@ pub struct Journal {
     snapshot_len: u64,
     /// A failed append could not be cut back: refuse appends until it can.
     torn: bool,
+    /// Records written since the last fsync (with `sync`).
+    unsynced: bool,
     /// Stop after this compaction step (tests).
     fault_step: Option<usize>,
 }
@@ -302,6 +305,7 @@ impl Journal {
             dir: dir.to_path_buf(),
             path,
             sync,
+            unsynced: false,
             generation,
             len: good_len,
             header_len,
@@ -344,8 +348,9 @@ impl Journal {
         self.snapshot_len
     }
 
-    /// Appends one record; returns once the OS has it (and the disk, with `sync`). On
-    /// failure the file is exactly as before.
+    /// Appends one record; returns once the OS has it (a killed process loses nothing). With
+    /// `sync`, it reaches the disk at the next [`sync`](Self::sync): several records then
+    /// share one fsync (group commit). On failure the file is exactly as before.
     pub fn append(&mut self, record: &Record) -> Result<(), JournalError> {
         self.append_line(&encode(record))
     }
@@ -360,16 +365,10 @@ impl Journal {
             self.file.set_len(self.len).map_err(io)?;
             self.torn = false;
         }
-        let result = self.file.write_all(line.as_bytes()).and_then(|()| {
-            if self.sync {
-                self.file.sync_data()
-            } else {
-                Ok(())
-            }
-        });
-        match result {
+        match self.file.write_all(line.as_bytes()) {
             Ok(()) => {
                 self.len += line.len() as u64;
+                self.unsynced = self.sync;
                 Ok(())
             }
             Err(source) => {
@@ -380,6 +379,22 @@ impl Journal {
                 Err(io(source))
             }
         }
+    }
+
+    /// With `sync`: fsyncs the records appended since the last call (a no-op when there are
+    /// none, or without `sync`). Call it before acknowledging them, or acting on them
+    /// outside the journal (a commit's renames). On failure they stay written, as the
+    /// state in memory has them, only not known to be on the disk.
+    pub fn sync(&mut self) -> Result<(), JournalError> {
+        if !self.unsynced {
+            return Ok(());
+        }
+        self.file.sync_data().map_err(|source| JournalError::Io {
+            path: self.path.clone(),
+            source,
+        })?;
+        self.unsynced = false;
+        Ok(())
     }
 
     fn write_header(&mut self, generation: u64) -> Result<(), JournalError> {

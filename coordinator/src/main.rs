@@ -52,6 +52,10 @@ struct Cli {
     /// Largest input split (bytes) when a job does not choose.
     #[arg(long, env = "MR_SPLIT_BYTES", default_value_t = DEFAULTS.default_split_bytes)]
     split_bytes: u64,
+    /// Batch a worker's small map tasks while their splits add up to at most this many
+    /// bytes (0: one task at a time).
+    #[arg(long, env = "MR_BATCH_BYTES", default_value_t = DEFAULTS.batch_bytes)]
+    batch_bytes: u64,
     /// fsync each journal record (survives power loss; slower scheduling).
     #[arg(long, env = "MR_JOURNAL_SYNC")]
     journal_sync: bool,
@@ -126,6 +130,7 @@ impl Cli {
             task_time_limit: self.task_time_limit.into(),
             task_memory_limit: self.task_memory_mib << 20,
             default_split_bytes: self.split_bytes.max(1),
+            batch_bytes: self.batch_bytes,
             journal_sync: self.journal_sync,
             intermediate_retention: self.intermediate_retention.into(),
             job_retention: self.job_retention.into(),

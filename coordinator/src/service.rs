@@ -5,8 +5,8 @@ use crate::apps::AppStore;
 use crate::config::{CoordinatorConfig, MAX_N_REDUCE};
 use crate::error::CoordinatorError;
 use crate::scheduler::{
-    self, Assignment, AttemptOutcome, CancelOutcome, Event, FailureKind, Job, JobSpec, JobState,
-    PhaseCounts, Reply, Scheduler, StoredSkipped, Task, TaskKind, TaskResult, TaskState,
+    self, Assignment, AttemptId, AttemptOutcome, CancelOutcome, Event, FailureKind, Job, JobSpec,
+    JobState, PhaseCounts, Reply, Scheduler, StoredSkipped, Task, TaskKind, TaskResult, TaskState,
 };
 use crate::state::millis;
 use crate::watch::{self, TaskWindow, WatchLimits};
@@ -298,11 +298,19 @@ impl Coordinator for Services {
             let reply = self
                 .handle(Event::Request {
                     worker: req.worker.clone(),
+                    max_tasks: req.max_tasks,
                 })
                 .await?;
-            if let Reply::Task(Some(assignment)) = reply {
-                let task = Some(assignment_to_proto(&assignment, &self.scheduler));
-                return Ok(Response::new(pb::RequestTaskResponse { task }));
+            if let Reply::Task(tasks) = reply
+                && !tasks.is_empty()
+            {
+                let mut tasks = tasks
+                    .iter()
+                    .map(|a| assignment_to_proto(a, &self.scheduler));
+                return Ok(Response::new(pb::RequestTaskResponse {
+                    task: tasks.next(),
+                    more_tasks: tasks.collect(),
+                }));
             }
             tokio::select! {
                 _ = &mut ready => {}
@@ -310,7 +318,7 @@ impl Coordinator for Services {
                 _ = shutdown.changed() => break,
             }
         }
-        Ok(Response::new(pb::RequestTaskResponse { task: None }))
+        Ok(Response::new(pb::RequestTaskResponse::default()))
     }
 
     async fn report_task(
@@ -318,42 +326,30 @@ impl Coordinator for Services {
         request: Request<pb::ReportTaskRequest>,
     ) -> Result<Response<pb::ReportTaskResponse>, Status> {
         let req = request.into_inner();
-        let result = match req.result {
-            Some(pb::report_task_request::Result::Succeeded(succeeded)) => TaskResult::Succeeded {
-                partitions: succeeded.partitions,
-                skipped: succeeded
-                    .skipped
-                    .into_iter()
-                    .map(skipped_from_proto)
-                    .collect(),
-            },
-            Some(pb::report_task_request::Result::Failed(failed)) => TaskResult::Failed {
-                kind: failure_kind(failed.kind()),
-                error: failed.error,
-                bad_map_tasks: failed.bad_map_tasks,
-            },
-            None => {
-                return Err(CoordinatorError::InvalidArgument {
-                    field: "result",
-                    message: "a report needs `succeeded` or `failed`".into(),
-                }
-                .into());
-            }
-        };
-        let reply = self
-            .handle(Event::Report {
-                worker: req.worker,
-                attempt_id: req.attempt_id,
-                result,
-                want_next: req.want_next,
-            })
-            .await?;
-        let Reply::Report { accepted, next } = reply else {
-            return Ok(Response::new(pb::ReportTaskResponse::default()));
-        };
+        let worker = req.worker.clone();
+        let max_next = u32::from(req.want_next);
+        let reports = vec![report_from_proto(req)?];
+        let (accepted, next) = self.report(worker, reports, max_next).await?;
         Ok(Response::new(pb::ReportTaskResponse {
+            accepted: accepted.first().copied().unwrap_or(false),
+            next_task: next.into_iter().next(),
+        }))
+    }
+
+    async fn report_tasks(
+        &self,
+        request: Request<pb::ReportTasksRequest>,
+    ) -> Result<Response<pb::ReportTasksResponse>, Status> {
+        let req = request.into_inner();
+        let reports = req
+            .reports
+            .into_iter()
+            .map(report_from_proto)
+            .collect::<Result<_, _>>()?;
+        let (accepted, next_tasks) = self.report(req.worker, reports, req.max_next).await?;
+        Ok(Response::new(pb::ReportTasksResponse {
             accepted,
-            next_task: next.map(|a| assignment_to_proto(&a, &self.scheduler)),
+            next_tasks,
         }))
     }
 
@@ -362,13 +358,26 @@ impl Coordinator for Services {
         request: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
         let req = request.into_inner();
+        let mut attempt_ids = req.more_attempt_ids;
+        attempt_ids.insert(0, req.attempt_id);
         let reply = self
             .handle(Event::Heartbeat {
-                attempt_id: req.attempt_id,
+                attempt_ids: attempt_ids.clone(),
             })
             .await?;
-        let keep_going = matches!(reply, Reply::Heartbeat { keep_going: true });
-        Ok(Response::new(pb::HeartbeatResponse { keep_going }))
+        let Reply::Heartbeat { wanted } = reply else {
+            return Ok(Response::new(pb::HeartbeatResponse::default()));
+        };
+        Ok(Response::new(pb::HeartbeatResponse {
+            keep_going: wanted.first().copied().unwrap_or(false),
+            dropped: attempt_ids
+                .iter()
+                .zip(&wanted)
+                .skip(1)
+                .filter(|(_, wanted)| !**wanted)
+                .map(|(id, _)| *id)
+                .collect(),
+        }))
     }
 
     async fn get_app(
@@ -380,6 +389,62 @@ impl Coordinator for Services {
             module: module.as_ref().clone(),
         }))
     }
+}
+
+impl Services {
+    /// Applies reports in order; returns whether each was accepted and the next tasks.
+    async fn report(
+        &self,
+        worker: String,
+        reports: Vec<(AttemptId, TaskResult)>,
+        max_next: u32,
+    ) -> Result<(Vec<bool>, Vec<pb::Assignment>), Status> {
+        let reply = self
+            .handle(Event::Report {
+                worker,
+                reports,
+                max_next,
+            })
+            .await?;
+        let Reply::Report { accepted, next } = reply else {
+            return Ok((Vec::new(), Vec::new()));
+        };
+        let next = next
+            .iter()
+            .map(|a| assignment_to_proto(a, &self.scheduler))
+            .collect();
+        Ok((accepted, next))
+    }
+}
+
+/// One report's attempt and outcome.
+fn report_from_proto(req: pb::ReportTaskRequest) -> Result<(AttemptId, TaskResult), Status> {
+    let result = match req.result {
+        Some(pb::report_task_request::Result::Succeeded(succeeded)) => TaskResult::Succeeded {
+            partitions: succeeded.partitions,
+            skipped: succeeded
+                .skipped
+                .into_iter()
+                .map(skipped_from_proto)
+                .collect(),
+        },
+        Some(pb::report_task_request::Result::Failed(failed)) => TaskResult::Failed {
+            kind: failure_kind(failed.kind()),
+            error: failed.error,
+            bad_map_tasks: failed.bad_map_tasks,
+        },
+        None => {
+            return Err(CoordinatorError::InvalidArgument {
+                field: "result",
+                message: format!(
+                    "the report of attempt {} needs `succeeded` or `failed`",
+                    req.attempt_id
+                ),
+            }
+            .into());
+        }
+    };
+    Ok((req.attempt_id, result))
 }
 
 fn failure_kind(kind: pb::FailureKind) -> FailureKind {

@@ -77,6 +77,7 @@ async fn a_job_of_thousands_of_tasks_runs_and_pages_through_the_api() {
         .request_task(pb::RequestTaskRequest {
             worker: "test".into(),
             wait_ms: 1_000,
+            max_tasks: 1,
         })
         .await
         .expect("request")

@@ -1,6 +1,7 @@
 //! The worker protocol over real gRPC, with the test in the worker's seat: the next task can
 //! ride on a report's reply, and a report that lists impossible partitions is refused as
-//! the attempt's failure, not committed.
+//! the attempt's failure, not committed; a worker holding a batch of tasks that dies loses
+//! none of them.
 
 use mr_e2e::v1 as pb;
 use mr_e2e::v1::coordinator_client::CoordinatorClient;
@@ -17,6 +18,7 @@ async fn next_task(client: &mut CoordinatorClient<tonic::transport::Channel>) ->
         .request_task(pb::RequestTaskRequest {
             worker: WORKER.into(),
             wait_ms: 5_000,
+            max_tasks: 1,
         })
         .await
         .expect("request_task")
@@ -230,4 +232,72 @@ async fn a_reduce_that_keeps_finding_lost_intermediates_fails_the_job() {
         "names the task: {}",
         job.error
     );
+}
+
+/// A worker that asks for several tasks gets a batch of small maps, each its own attempt;
+/// its heartbeat keeps the queued ones alive. When it dies holding the batch, every task
+/// of it times out and runs elsewhere, and the output is exact.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_that_dies_holding_a_batch_loses_nothing() {
+    let mut cluster = Cluster::start(ClusterOptions {
+        workers: 0,
+        task_timeout: "2s".into(),
+        ..Default::default()
+    })
+    .await;
+    let inputs = mr_e2e::write_one_line_inputs(&cluster.data, 64);
+    let job_id = cluster.submit("wc", &inputs, 3).await;
+    let mut client = coordinator(&cluster).await;
+    let reply = client
+        .request_task(pb::RequestTaskRequest {
+            worker: WORKER.into(),
+            wait_ms: 5_000,
+            max_tasks: 16,
+        })
+        .await
+        .expect("request")
+        .into_inner();
+    let batch: Vec<pb::Assignment> = reply.task.into_iter().chain(reply.more_tasks).collect();
+    // 63 Idle behind the first: at most an eighth of them come along.
+    assert_eq!(batch.len(), 8, "{batch:?}");
+    let indices: Vec<u32> = batch.iter().map(map_index).collect();
+    assert_eq!(indices, (0..8).collect::<Vec<_>>());
+    let ids: Vec<u64> = batch.iter().map(|t| t.attempt_id).collect();
+    let heartbeat = |ids: &[u64]| pb::HeartbeatRequest {
+        worker: WORKER.into(),
+        attempt_id: ids[0],
+        more_attempt_ids: ids[1..].to_vec(),
+    };
+    let reply = client
+        .heartbeat(heartbeat(&ids))
+        .await
+        .expect("heartbeat")
+        .into_inner();
+    assert!(reply.keep_going);
+    assert!(reply.dropped.is_empty(), "{:?}", reply.dropped);
+
+    // The hand-driven worker goes silent; a real one finishes the job.
+    cluster.spawn_worker();
+    let job = cluster.wait(&job_id, std::time::Duration::from_secs(60)).await;
+    assert_eq!(job.state(), pb::JobState::Succeeded, "{}", job.error);
+    mr_e2e::assert_same_lines(
+        &cluster.output_lines(&job),
+        &cluster.reference("wc", &inputs),
+        "wc after a batch was lost",
+    );
+    let timed_out = job
+        .tasks
+        .iter()
+        .flat_map(|t| &t.history)
+        .filter(|a| a.outcome() == pb::AttemptOutcome::TimedOut)
+        .count();
+    assert_eq!(timed_out, 8, "every task of the lost batch timed out once");
+    // Its attempts are over: a late heartbeat hears that all of them are dropped.
+    let reply = client
+        .heartbeat(heartbeat(&ids))
+        .await
+        .expect("heartbeat")
+        .into_inner();
+    assert!(!reply.keep_going);
+    assert_eq!(reply.dropped, ids[1..].to_vec());
 }

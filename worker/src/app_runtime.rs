@@ -172,7 +172,10 @@ impl AppRuntime {
             .total_tables(POOL_SLOTS)
             .max_unused_warm_slots(POOL_SLOTS)
             .linear_memory_keep_resident(KEEP_RESIDENT)
-            .table_keep_resident(KEEP_RESIDENT);
+            .table_keep_resident(KEEP_RESIDENT)
+            // Where the kernel has PAGEMAP_SCAN (Linux 6.7+), only the pages a task really
+            // touched are zeroed, not the whole resident part of the slot.
+            .pagemap_scan(wasmtime::Enabled::Auto);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         // Apps are stripped, so backtraces would be bare function indices: the app's
         // own message (mr.fail) is what helps, and skipping the capture is cheaper.

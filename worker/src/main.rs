@@ -40,6 +40,10 @@ struct Cli {
     /// Name to verify the coordinator's certificate against instead of the URL's host.
     #[arg(long, env = "MR_TLS_DOMAIN")]
     tls_domain: Option<String>,
+    /// Most tasks to hold at once: the coordinator batches small map tasks up to this many
+    /// per round trip (1: one at a time).
+    #[arg(long, env = "MR_BATCH_TASKS", default_value_t = DEFAULTS.batch_tasks)]
+    batch_tasks: u32,
     /// Log line format.
     #[arg(long, env = "MR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -116,6 +120,7 @@ async fn work(cli: Cli) -> anyhow::Result<()> {
         data_dir: cli.data_dir,
         worker_id: cli.worker_id.unwrap_or_else(runner::default_worker_id),
         auth_token: cli.auth_token,
+        batch_tasks: cli.batch_tasks.max(1),
         tls: mr_common::security::ClientTls {
             ca: cli.tls_ca,
             domain: cli.tls_domain,

@@ -38,6 +38,9 @@ pub struct WorkerConfig {
     pub worker_id: String,
     /// How long one RequestTask long poll may be held by the coordinator.
     pub poll_wait: Duration,
+    /// Most tasks held at once (`max_tasks`): small maps then come and are reported in
+    /// batches, one round trip for several tasks.
+    pub batch_tasks: u32,
     /// Sent as `authorization: Bearer <token>` on every call, when set.
     pub auth_token: Option<String>,
     /// The CA (and name) to verify an `https://` coordinator with.
@@ -51,6 +54,7 @@ impl Default for WorkerConfig {
             data_dir: PathBuf::from("data"),
             worker_id: default_worker_id(),
             poll_wait: Duration::from_secs(15),
+            batch_tasks: 16,
             auth_token: None,
             tls: ClientTls::default(),
         }
@@ -114,11 +118,60 @@ struct Worker {
     merge_fan_in: usize,
 }
 
-/// Whether the worker should go on after a task, and with which task if the coordinator
-/// handed one out with the report's reply.
-enum Next {
-    Continue(Option<pb::Assignment>),
-    Stop,
+/// How running one task ended.
+enum Ran {
+    /// Its outcome, to report.
+    Report(Reported),
+    /// The coordinator no longer wanted it: nothing to report.
+    Dropped,
+    /// The worker is shutting down: the task is handed back with this report.
+    Stop(Reported),
+}
+
+/// A task's outcome, with the task (to remove its files if the report is not accepted).
+struct Reported {
+    task: pb::Assignment,
+    report: pb::ReportTaskRequest,
+}
+
+/// Reports held back while more tasks of a batch run are sent once this old, or at once
+/// after a task that took this long.
+const REPORT_DELAY: Duration = Duration::from_millis(50);
+
+/// The tasks a worker holds and the outcomes it has not reported yet.
+#[derive(Default)]
+struct Held {
+    queue: std::collections::VecDeque<pb::Assignment>,
+    reports: Vec<Reported>,
+    /// When the oldest unsent report was made.
+    since: Option<Instant>,
+}
+
+impl Held {
+    fn take(&mut self, first: Option<pb::Assignment>, more: Vec<pb::Assignment>) {
+        self.queue.extend(first);
+        self.queue.extend(more);
+    }
+
+    /// The attempts held besides the running one, for heartbeats: queued, and finished
+    /// but not reported yet.
+    fn other_attempts(&self) -> Vec<u64> {
+        let queued = self.queue.iter().map(|t| t.attempt_id);
+        queued
+            .chain(self.reports.iter().map(|r| r.task.attempt_id))
+            .collect()
+    }
+
+    /// Forgets queued tasks the coordinator dropped.
+    fn drop_queued(&mut self, dropped: &[u64]) {
+        if !dropped.is_empty() {
+            tracing::info!(
+                attempts = ?dropped,
+                "queued attempts no longer wanted; dropped"
+            );
+            self.queue.retain(|t| !dropped.contains(&t.attempt_id));
+        }
+    }
 }
 
 /// Runs the worker until `shutdown` completes.
@@ -158,21 +211,45 @@ pub async fn run(
 
 impl Worker {
     async fn serve(mut self, mut shutdown: Pin<Box<dyn Future<Output = ()> + Send>>) {
-        tracing::info!(worker = %self.config.worker_id, coordinator = %self.config.coordinator, merge_fan_in = self.merge_fan_in, "worker started");
+        tracing::info!(worker = %self.config.worker_id, coordinator = %self.config.coordinator, merge_fan_in = self.merge_fan_in, batch_tasks = self.config.batch_tasks, "worker started");
         let mut backoff = Backoff::new();
         let mut unreachable_since: Option<Instant> = None;
-        let mut next_task: Option<pb::Assignment> = None;
+        let mut held = Held::default();
         loop {
-            if let Some(task) = next_task.take() {
-                match self.execute(task, shutdown.as_mut()).await {
-                    Next::Continue(next) => next_task = next,
-                    Next::Stop => break,
+            if let Some(task) = held.queue.pop_front() {
+                let started = Instant::now();
+                match self.execute(task, &mut held, shutdown.as_mut()).await {
+                    Ran::Report(report) => {
+                        held.since.get_or_insert_with(Instant::now);
+                        held.reports.push(report);
+                    }
+                    Ran::Dropped => {}
+                    Ran::Stop(report) => {
+                        held.reports.push(report);
+                        self.hand_back(held).await;
+                        break;
+                    }
+                }
+                // Send the outcomes once the batch is done, when they have waited long
+                // enough, or at once after a task that was not quick (the next one is
+                // likely as slow); ask for the next batch with the last of them.
+                let due = started.elapsed() >= REPORT_DELAY
+                    || held.since.is_some_and(|t| t.elapsed() >= REPORT_DELAY);
+                if held.queue.is_empty() || due {
+                    let max_next = if held.queue.is_empty() {
+                        self.config.batch_tasks
+                    } else {
+                        0
+                    };
+                    let next = self.send_reports(&mut held, 8, max_next).await;
+                    held.take(None, next);
                 }
                 continue;
             }
             let request = pb::RequestTaskRequest {
                 worker: self.config.worker_id.clone(),
                 wait_ms: self.config.poll_wait.as_millis() as u32,
+                max_tasks: self.config.batch_tasks,
             };
             let mut client = self.client.clone();
             let response = tokio::select! {
@@ -200,14 +277,41 @@ impl Worker {
                         tracing::info!(after = ?since.elapsed(), "coordinator reachable again");
                     }
                     backoff.reset();
-                    next_task = response.into_inner().task;
+                    let response = response.into_inner();
+                    held.take(response.task, response.more_tasks);
                 }
             }
         }
         tracing::info!(worker = %self.config.worker_id, "worker stopped");
     }
 
-    async fn execute(&mut self, task: pb::Assignment, shutdown: Shutdown<'_>) -> Next {
+    /// On shutdown: reports what finished, and hands back the running task and every
+    /// queued one, in one call tried once.
+    async fn hand_back(&mut self, mut held: Held) {
+        let queued: Vec<pb::Assignment> = held.queue.drain(..).collect();
+        for task in queued {
+            held.reports.push(self.abandoned(task));
+        }
+        self.send_reports(&mut held, 1, 0).await;
+    }
+
+    fn abandoned(&self, task: pb::Assignment) -> Reported {
+        self.reported(
+            task,
+            pb::report_task_request::Result::Failed(pb::TaskFailed {
+                kind: pb::FailureKind::Abandoned.into(),
+                error: format!("worker {} shut down", self.config.worker_id),
+                bad_map_tasks: Vec::new(),
+            }),
+        )
+    }
+
+    async fn execute(
+        &mut self,
+        task: pb::Assignment,
+        held: &mut Held,
+        shutdown: Shutdown<'_>,
+    ) -> Ran {
         let label = match &task.task {
             Some(pb::assignment::Task::Map(m)) => format!("map-{}", m.index),
             Some(pb::assignment::Task::Reduce(r)) => format!("reduce-{}", r.partition),
@@ -217,17 +321,22 @@ impl Worker {
             "task", job_id = %task.job_id, task = %label, attempt = task.attempt_id,
             worker = %self.config.worker_id
         );
-        self.execute_in_span(task, shutdown).instrument(span).await
+        self.execute_in_span(task, held, shutdown)
+            .instrument(span)
+            .await
     }
 
-    async fn execute_in_span(&mut self, task: pb::Assignment, mut shutdown: Shutdown<'_>) -> Next {
+    async fn execute_in_span(
+        &mut self,
+        task: pb::Assignment,
+        held: &mut Held,
+        mut shutdown: Shutdown<'_>,
+    ) -> Ran {
         let started = Instant::now();
         let attempt_id = task.attempt_id;
         let module = match self.module(&task).await {
             Ok(module) => module,
-            Err(error) => {
-                return Next::Continue(self.report(&task, Err(TaskError::App(error))).await);
-            }
+            Err(error) => return Ran::Report(self.outcome(task, Err(TaskError::App(error)))),
         };
         let data = self.data.clone();
         let cancel = CancelToken::default();
@@ -246,13 +355,18 @@ impl Worker {
                     message: format!("the task thread failed: {e}"),
                 }))),
                 _ = heartbeat.tick() => {
-                    let request = pb::HeartbeatRequest { worker: self.config.worker_id.clone(), attempt_id };
+                    let request = pb::HeartbeatRequest {
+                        worker: self.config.worker_id.clone(),
+                        attempt_id,
+                        more_attempt_ids: held.other_attempts(),
+                    };
                     // Bounded by the interval: a heartbeat stuck on a dead connection must not
                     // hold back the report of a task that has finished meanwhile.
                     let reply = tokio::time::timeout(interval, self.client.heartbeat(request)).await;
-                    if let Ok(Ok(reply)) = reply
-                        && !reply.into_inner().keep_going
-                    {
+                    let Ok(Ok(reply)) = reply else { continue };
+                    let reply = reply.into_inner();
+                    held.drop_queued(&reply.dropped);
+                    if !reply.keep_going {
                         tracing::info!("attempt no longer wanted (reassigned or job ended); stopping it");
                         cancel.cancel();
                         // Its files are nobody's once the app has stopped writing them.
@@ -263,18 +377,13 @@ impl Worker {
                             remove_attempt_files(&data, &task);
                             tracing::info!(after_ms = dropped_at.elapsed().as_millis() as u64, "dropped attempt stopped; its files removed");
                         }.in_current_span());
-                        return Next::Continue(None);
+                        return Ran::Dropped;
                     }
                 }
                 _ = shutdown.as_mut() => {
                     tracing::info!("shutting down: handing the task back");
                     cancel.cancel();
-                    self.send_report(&task, pb::report_task_request::Result::Failed(pb::TaskFailed {
-                        kind: pb::FailureKind::Abandoned.into(),
-                        error: format!("worker {} shut down", self.config.worker_id),
-                        bad_map_tasks: Vec::new(),
-                    }), 1, false).await;
-                    return Next::Stop;
+                    return Ran::Stop(self.abandoned(task));
                 }
             }
         };
@@ -292,7 +401,7 @@ impl Worker {
             ),
             Err(error) => tracing::warn!(error = %error, "task failed"),
         }
-        Next::Continue(self.report(&task, result).await)
+        Ran::Report(self.outcome(task, result))
     }
 
     /// The app's compiled module, from the cache or fetched from the coordinator by hash.
@@ -327,12 +436,8 @@ impl Worker {
             .map_err(|e| fetch_error(format!("compiling: {e}")))?
     }
 
-    /// Reports the attempt's outcome; returns the next task if the coordinator had one.
-    async fn report(
-        &mut self,
-        task: &pb::Assignment,
-        result: Result<TaskStats, TaskError>,
-    ) -> Option<pb::Assignment> {
+    /// The report of an attempt's outcome.
+    fn outcome(&self, task: pb::Assignment, result: Result<TaskStats, TaskError>) -> Reported {
         let result = match result {
             Ok(stats) => pb::report_task_request::Result::Succeeded(pb::TaskSucceeded {
                 records_in: stats.records_in,
@@ -377,53 +482,75 @@ impl Worker {
                 };
                 pb::report_task_request::Result::Failed(pb::TaskFailed {
                     kind: kind.into(),
-                    error: format!("{} ({})", error, describe(task)),
+                    error: format!("{} ({})", error, describe(&task)),
                     bad_map_tasks,
                 })
             }
         };
-        // A report is worth retrying through a short coordinator outage; past that the
-        // attempt has timed out anyway and the task runs elsewhere.
-        self.send_report(task, result, 8, true).await
+        self.reported(task, result)
     }
 
-    /// Sends a report, trying up to `tries` times; with `want_next`, returns the next task
-    /// the coordinator handed out in its reply.
-    async fn send_report(
-        &mut self,
-        task: &pb::Assignment,
-        result: pb::report_task_request::Result,
-        tries: u32,
-        want_next: bool,
-    ) -> Option<pb::Assignment> {
-        let request = pb::ReportTaskRequest {
+    fn reported(&self, task: pb::Assignment, result: pb::report_task_request::Result) -> Reported {
+        let report = pb::ReportTaskRequest {
             worker: self.config.worker_id.clone(),
             job_id: task.job_id.clone(),
             attempt_id: task.attempt_id,
             result: Some(result),
-            want_next,
+            want_next: false,
+        };
+        Reported { task, report }
+    }
+
+    /// Sends the held reports in one call, trying up to `tries` times (a report is worth
+    /// retrying through a short coordinator outage; past that the attempts time out and
+    /// their tasks run elsewhere); returns the next tasks handed out with the reply (up to
+    /// `max_next`). The temp files of attempts not accepted are removed.
+    async fn send_reports(
+        &mut self,
+        held: &mut Held,
+        tries: u32,
+        max_next: u32,
+    ) -> Vec<pb::Assignment> {
+        held.since = None;
+        let (tasks, reports): (Vec<_>, Vec<_>) = std::mem::take(&mut held.reports)
+            .into_iter()
+            .map(|r| (r.task, r.report))
+            .unzip();
+        if reports.is_empty() && max_next == 0 {
+            return Vec::new();
+        }
+        let request = pb::ReportTasksRequest {
+            worker: self.config.worker_id.clone(),
+            reports,
+            max_next,
         };
         let mut backoff = Backoff::new();
         for attempt in 1..=tries {
-            match self.client.report_task(request.clone()).await {
+            match self.client.report_tasks(request.clone()).await {
                 Ok(reply) => {
                     let reply = reply.into_inner();
-                    if !reply.accepted {
-                        tracing::info!("report not accepted: the attempt was superseded");
-                        remove_attempt_files(&self.data, task);
+                    for (task, accepted) in tasks.iter().zip(&reply.accepted) {
+                        if !accepted {
+                            tracing::info!(job_id = %task.job_id, attempt = task.attempt_id, "report not accepted: the attempt was superseded");
+                            remove_attempt_files(&self.data, task);
+                        }
                     }
-                    return reply.next_task;
+                    return reply.next_tasks;
                 }
                 Err(status) if attempt < tries => {
-                    tracing::debug!(error = %status.message(), "report failed; retrying");
+                    for task in &tasks {
+                        tracing::debug!(job_id = %task.job_id, attempt = task.attempt_id, error = %status.message(), "report failed; retrying");
+                    }
                     tokio::time::sleep(backoff.delay()).await;
                 }
                 Err(status) => {
-                    tracing::warn!(error = %status.message(), "report lost; the task will time out and run again")
+                    for task in &tasks {
+                        tracing::warn!(job_id = %task.job_id, attempt = task.attempt_id, error = %status.message(), "report lost; the task will time out and run again");
+                    }
                 }
             }
         }
-        None
+        Vec::new()
     }
 }
 

@@ -9,27 +9,40 @@ use mr_common::DataDir;
 use mr_common::data_dir::{intermediate_name, output_name};
 use std::path::PathBuf;
 
+/// A commit journaled but not yet finished: its files still to rename into place (after
+/// the journal's sync), then the task's and job's progress to act on.
+#[derive(Debug)]
+pub(super) struct PendingCommit {
+    job_id: String,
+    kind: TaskKind,
+    index: u32,
+    attempt_id: AttemptId,
+    files: Vec<(PathBuf, PathBuf)>,
+}
+
 impl Transition<'_> {
-    /// Applies a report; returns whether it was accepted.
+    /// Applies a report; returns whether it was accepted and, for an accepted success, the
+    /// commit to finish with [`finish_commit`](Self::finish_commit) once the journal is
+    /// synced.
     pub(super) fn report(
         &mut self,
         worker: &str,
         attempt_id: AttemptId,
         result: TaskResult,
-    ) -> Result<bool, JournalError> {
+    ) -> Result<(bool, Option<PendingCommit>), JournalError> {
         let Some(at) = self.inner.state.attempt_ref(attempt_id).cloned() else {
             tracing::warn!(
                 attempt = attempt_id,
                 worker,
                 "report for an unknown attempt ignored"
             );
-            return Ok(false);
+            return Ok((false, None));
         };
         let job_id = at.job.clone();
         let label = task_label(at.kind, at.index);
         let _span = tracing::info_span!("report", job_id = %job_id, task = %label, attempt = attempt_id, worker).entered();
         let Some(job) = self.inner.state.job(&job_id) else {
-            return Ok(false);
+            return Ok((false, None));
         };
         let current = !job.state.is_terminal()
             && job.tasks(at.kind)[at.index as usize]
@@ -37,7 +50,7 @@ impl Transition<'_> {
                 .is_some_and(|a| a.outcome == AttemptOutcome::Running);
         if !current {
             tracing::info!("late report of a superseded attempt ignored");
-            return Ok(false);
+            return Ok((false, None));
         }
         let n_reduce = job.spec.n_reduce;
         match result {
@@ -70,7 +83,7 @@ impl Transition<'_> {
                         error,
                         &[],
                     )?;
-                    return Ok(true);
+                    return Ok((true, None));
                 }
                 if !skipped.is_empty() {
                     tracing::warn!(
@@ -100,7 +113,7 @@ impl Transition<'_> {
                             error,
                             &[],
                         )?;
-                        return Ok(true);
+                        return Ok((true, None));
                     }
                 };
                 let all = partitions.len() == n_reduce as usize;
@@ -115,28 +128,16 @@ impl Transition<'_> {
                     at_ms: millis(self.wall),
                     skipped,
                 })?;
-                if let Err(error) = rename_all(&files) {
-                    tracing::error!(%error, "renaming committed files failed; the task runs again");
-                    self.record(Record::TasksReset {
-                        job_id: job_id.clone(),
-                        kind: at.kind.into(),
-                        indices: vec![at.index],
-                    })?;
-                    self.work_ready = true;
-                    return Ok(true);
-                }
-                tracing::info!("task finished");
-                let Some(job) = self.inner.state.job(&job_id) else {
-                    return Ok(true);
-                };
-                if at.kind == TaskKind::Map && job.maps_done() {
-                    tracing::info!("map phase done");
-                    self.work_ready = true;
-                }
-                if job.reduces_done() && job.maps_done() {
-                    tracing::info!(outputs = job.spec.n_reduce, "job succeeded");
-                    self.end_job(&job_id, StoredJobEnd::Succeeded, String::new())?;
-                }
+                return Ok((
+                    true,
+                    Some(PendingCommit {
+                        job_id,
+                        kind: at.kind,
+                        index: at.index,
+                        attempt_id,
+                        files,
+                    }),
+                ));
             }
             TaskResult::Failed {
                 kind,
@@ -152,7 +153,47 @@ impl Transition<'_> {
                 &bad_map_tasks,
             )?,
         }
-        Ok(true)
+        Ok((true, None))
+    }
+
+    /// Renames a journaled commit's files into place, then moves the job on (the next
+    /// phase, or its end). A rename that fails sends the task back to Idle.
+    pub(super) fn finish_commit(&mut self, commit: PendingCommit) -> Result<(), JournalError> {
+        let PendingCommit {
+            job_id,
+            kind,
+            index,
+            attempt_id,
+            files,
+        } = commit;
+        let _span = tracing::info_span!("commit", job_id = %job_id, task = %task_label(kind, index), attempt = attempt_id).entered();
+        if let Err(error) = rename_all(&files) {
+            tracing::error!(%error, "renaming committed files failed; the task runs again");
+            self.record(Record::TasksReset {
+                job_id,
+                kind: kind.into(),
+                indices: vec![index],
+            })?;
+            self.work_ready = true;
+            return Ok(());
+        }
+        tracing::info!("task finished");
+        let Some(job) = self.inner.state.job(&job_id) else {
+            return Ok(());
+        };
+        if job.state.is_terminal() {
+            // Another commit of the same batch ended it.
+            return Ok(());
+        }
+        if kind == TaskKind::Map && job.maps_done() {
+            tracing::info!("map phase done");
+            self.work_ready = true;
+        }
+        if job.reduces_done() && job.maps_done() {
+            tracing::info!(outputs = job.spec.n_reduce, "job succeeded");
+            self.end_job(&job_id, StoredJobEnd::Succeeded, String::new())?;
+        }
+        Ok(())
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -1,20 +1,81 @@
 //! Which task a worker gets: the lowest Idle task of the oldest job that has one (maps
 //! before reduces), or else a backup copy of a straggler near the end of a phase. Both are
 //! found through the state's indexes, never by scanning every task.
+//!
+//! Batches: a worker that asks for several tasks gets, after the first, the next Idle maps
+//! of the same job while their splits add up to at most `batch_bytes`, and never more than
+//! an eighth of what the phase still has Idle (so the end of a phase spreads over every
+//! worker). Each task of a batch is its own attempt, fenced and timed out as any other.
 
 use super::{Assignment, Transition};
 use crate::journal::{JournalError, Record};
 use crate::state::{JobId, Split, TaskKind, millis};
 
 impl Transition<'_> {
+    /// Up to `max` tasks for `worker` (see the module doc); empty when none is ready.
+    pub(super) fn assign_batch(
+        &mut self,
+        worker: &str,
+        max: u32,
+    ) -> Result<Vec<Assignment>, JournalError> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let Some(first) = self.assign(worker)? else {
+            return Ok(Vec::new());
+        };
+        let budget = self.config.batch_bytes;
+        let max = max.min(crate::config::MAX_BATCH_TASKS) as usize;
+        let mut bytes = first.split.as_ref().map_or(u64::MAX, |s| s.length);
+        let job_id = first.job_id.clone();
+        let mut batch = vec![first];
+        while batch.len() < max && bytes <= budget {
+            let Some(job) = self.inner.state.job(&job_id) else {
+                break;
+            };
+            if job.current_phase() != TaskKind::Map {
+                break;
+            }
+            let Some(index) = job.first_idle(TaskKind::Map) else {
+                break;
+            };
+            let idle = job.progress(TaskKind::Map).idle as usize;
+            let length = job.tasks(TaskKind::Map)[index as usize]
+                .split
+                .as_ref()
+                .map_or(u64::MAX, |s| s.length);
+            if batch.len() > idle / 8 || bytes.saturating_add(length) > budget {
+                break;
+            }
+            bytes += length;
+            batch.push(self.assign_task(worker, job_id.clone(), TaskKind::Map, index, false)?);
+        }
+        Ok(batch)
+    }
+
     pub(super) fn assign(&mut self, worker: &str) -> Result<Option<Assignment>, JournalError> {
         let Some((job_id, kind, index, backup)) = self.choose(worker) else {
             return Ok(None);
         };
+        self.assign_task(worker, job_id, kind, index, backup)
+            .map(Some)
+    }
+
+    /// Hands out one chosen Idle (or, as a backup, running) task as a new attempt.
+    fn assign_task(
+        &mut self,
+        worker: &str,
+        job_id: JobId,
+        kind: TaskKind,
+        index: u32,
+        backup: bool,
+    ) -> Result<Assignment, JournalError> {
         let attempt_id = self.inner.state.next_attempt();
-        let Some(job) = self.inner.state.job(&job_id) else {
-            return Ok(None);
-        };
+        let job = self
+            .inner
+            .state
+            .job(&job_id)
+            .expect("a chosen task's job exists");
         let task = &job.tasks(kind)[index as usize];
         let map_tasks = match kind {
             TaskKind::Map => Vec::new(),
@@ -51,7 +112,7 @@ impl Transition<'_> {
             backup,
             at_ms: millis(self.wall),
         })?;
-        Ok(Some(assignment))
+        Ok(assignment)
     }
 
     /// The next task for `worker` and whether it is a backup copy.

@@ -102,17 +102,17 @@ pub enum TaskResult {
 pub enum Event {
     /// A user submitted a validated job.
     Submit { job_id: JobId, spec: JobSpec },
-    /// A worker asks for a task.
-    Request { worker: String },
-    /// A worker reports an attempt's outcome, and may ask for its next task at once.
+    /// A worker asks for up to `max_tasks` tasks (small maps are batched; at least one).
+    Request { worker: String, max_tasks: u32 },
+    /// A worker reports attempts' outcomes, applied in order, and may ask for up to
+    /// `max_next` next tasks at once (0: none).
     Report {
         worker: String,
-        attempt_id: AttemptId,
-        result: TaskResult,
-        want_next: bool,
+        reports: Vec<(AttemptId, TaskResult)>,
+        max_next: u32,
     },
-    /// A worker says an attempt is still alive.
-    Heartbeat { attempt_id: AttemptId },
+    /// A worker says attempts it holds (the one running, and queued ones) are still alive.
+    Heartbeat { attempt_ids: Vec<AttemptId> },
     /// A user cancels a job.
     Cancel { job_id: JobId },
     /// A deadline may have passed: attempts to time out, jobs without workers, cleanups
@@ -151,13 +151,16 @@ pub enum CleanupScope {
 #[derive(Debug)]
 pub enum Reply {
     Submitted,
-    Task(Option<Assignment>),
+    /// The tasks handed out, to run in order (empty: none ready).
+    Task(Vec<Assignment>),
     Report {
-        accepted: bool,
-        next: Option<Assignment>,
+        /// One per report, in order.
+        accepted: Vec<bool>,
+        next: Vec<Assignment>,
     },
     Heartbeat {
-        keep_going: bool,
+        /// One per attempt, in order: whether it is still wanted.
+        wanted: Vec<bool>,
     },
     Cancel(CancelOutcome),
     DeadlineChecked {
@@ -228,7 +231,12 @@ impl Scheduler {
             touched: Vec::new(),
             work_ready: false,
         };
-        let reply = tx.handle(event);
+        let mut reply = tx.handle(event);
+        if reply.is_ok()
+            && let Err(e) = tx.inner.journal.sync()
+        {
+            reply = Err(e);
+        }
         let (touched, work_ready) = (std::mem::take(&mut tx.touched), tx.work_ready);
         for job_id in touched {
             guard.state.notify(&job_id);
@@ -317,30 +325,41 @@ impl Transition<'_> {
                 self.work_ready = true;
                 Ok(Reply::Submitted)
             }
-            Event::Request { worker } => {
+            Event::Request { worker, max_tasks } => {
                 self.worker_seen();
-                Ok(Reply::Task(self.assign(&worker)?))
+                Ok(Reply::Task(self.assign_batch(&worker, max_tasks.max(1))?))
             }
             Event::Report {
                 worker,
-                attempt_id,
-                result,
-                want_next,
+                reports,
+                max_next,
             } => {
                 self.worker_seen();
-                let accepted = self.report(&worker, attempt_id, result)?;
-                let next = if want_next {
-                    self.assign(&worker)?
-                } else {
-                    None
-                };
+                let mut accepted = Vec::with_capacity(reports.len());
+                let mut commits = Vec::new();
+                for (attempt_id, result) in reports {
+                    let (ok, commit) = self.report(&worker, attempt_id, result)?;
+                    accepted.push(ok);
+                    commits.extend(commit);
+                }
+                // Group commit: the batch's commit records reach the disk together, then
+                // their files are renamed into place.
+                self.inner.journal.sync()?;
+                for commit in commits {
+                    self.finish_commit(commit)?;
+                }
+                let next = self.assign_batch(&worker, max_next)?;
                 Ok(Reply::Report { accepted, next })
             }
-            Event::Heartbeat { attempt_id } => {
+            Event::Heartbeat { attempt_ids } => {
                 self.worker_seen();
                 let deadline = self.now + self.config.task_timeout;
-                let keep_going = self.inner.state.heartbeat(attempt_id, deadline);
-                Ok(Reply::Heartbeat { keep_going })
+                let state = &mut self.inner.state;
+                let wanted = attempt_ids
+                    .into_iter()
+                    .map(|id| state.heartbeat(id, deadline))
+                    .collect();
+                Ok(Reply::Heartbeat { wanted })
             }
             Event::Cancel { job_id } => {
                 let Some(state) = self.inner.state.job(&job_id).map(|j| j.state) else {

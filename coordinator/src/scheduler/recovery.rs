@@ -72,6 +72,7 @@ impl Scheduler {
             inner.journal.append(&record)?;
             inner.state.apply(record, now, config.task_timeout);
         }
+        inner.journal.sync()?;
         if replayed > 0 || inner.journal.has_tail() {
             let active = inner.state.active_jobs().count();
             tracing::info!(

@@ -84,10 +84,26 @@ impl Fixture {
     }
 
     fn request(&self, worker: &str) -> Option<Assignment> {
+        let mut tasks = self.request_batch(worker, 1);
+        assert!(tasks.len() <= 1, "one task asked, {} given", tasks.len());
+        tasks.pop()
+    }
+
+    fn request_batch(&self, worker: &str, max_tasks: u32) -> Vec<Assignment> {
         match self.handle(Event::Request {
             worker: worker.into(),
+            max_tasks,
         }) {
-            Reply::Task(task) => task,
+            Reply::Task(tasks) => tasks,
+            other => panic!("unexpected reply {other:?}"),
+        }
+    }
+
+    fn heartbeat(&self, attempt_ids: &[AttemptId]) -> Vec<bool> {
+        match self.handle(Event::Heartbeat {
+            attempt_ids: attempt_ids.to_vec(),
+        }) {
+            Reply::Heartbeat { wanted } => wanted,
             other => panic!("unexpected reply {other:?}"),
         }
     }
@@ -127,13 +143,23 @@ impl Fixture {
     }
 
     fn report(&self, worker: &str, attempt_id: AttemptId, result: TaskResult) -> bool {
+        let (accepted, _) = self.report_batch(worker, vec![(attempt_id, result)], 0);
+        accepted == [true]
+    }
+
+    /// Reports several outcomes in one event; returns what was accepted and the next tasks.
+    fn report_batch(
+        &self,
+        worker: &str,
+        reports: Vec<(AttemptId, TaskResult)>,
+        max_next: u32,
+    ) -> (Vec<bool>, Vec<Assignment>) {
         match self.handle(Event::Report {
             worker: worker.into(),
-            attempt_id,
-            result,
-            want_next: false,
+            reports,
+            max_next,
         }) {
-            Reply::Report { accepted, .. } => accepted,
+            Reply::Report { accepted, next } => (accepted, next),
             other => panic!("unexpected reply {other:?}"),
         }
     }
@@ -250,10 +276,7 @@ async fn heartbeats_keep_an_attempt_alive_and_silence_times_it_out() {
     let a = f.request("w").expect("map");
     for _ in 0..5 {
         advance(TIMEOUT / 2).await;
-        let reply = f.handle(Event::Heartbeat {
-            attempt_id: a.attempt_id,
-        });
-        assert!(matches!(reply, Reply::Heartbeat { keep_going: true }));
+        assert_eq!(f.heartbeat(&[a.attempt_id]), [true]);
         f.deadline_check();
     }
     assert_eq!(f.job("j", |j| j.maps[0].state), TaskState::InProgress);
@@ -270,10 +293,7 @@ async fn heartbeats_keep_an_attempt_alive_and_silence_times_it_out() {
     assert_eq!(state, TaskState::Idle);
     assert_eq!(outcome, AttemptOutcome::TimedOut);
     assert_eq!(failures, 0, "a lost worker does not count against the task");
-    let reply = f.handle(Event::Heartbeat {
-        attempt_id: a.attempt_id,
-    });
-    assert!(matches!(reply, Reply::Heartbeat { keep_going: false }));
+    assert_eq!(f.heartbeat(&[a.attempt_id]), [false]);
 }
 
 #[tokio::test(start_paused = true)]
@@ -287,9 +307,7 @@ async fn a_straggler_gets_a_backup_and_the_first_report_wins() {
     // Not yet a straggler: no backup, and never on the worker that runs it.
     assert!(f.request("other").is_none());
     advance(Duration::from_secs(2)).await;
-    f.handle(Event::Heartbeat {
-        attempt_id: tasks[2].attempt_id,
-    });
+    f.heartbeat(&[tasks[2].attempt_id]);
     assert!(f.request("fast").is_none());
     let backup = f.request("other").expect("a backup copy");
     assert_eq!((backup.kind, backup.index), (TaskKind::Map, 2));
@@ -351,10 +369,7 @@ async fn cancel_stops_running_attempts_and_is_answered_once() {
     let a = f.request("w").expect("map");
     let reply = f.handle(Event::Cancel { job_id: "j".into() });
     assert!(matches!(reply, Reply::Cancel(CancelOutcome::Cancelled)));
-    let reply = f.handle(Event::Heartbeat {
-        attempt_id: a.attempt_id,
-    });
-    assert!(matches!(reply, Reply::Heartbeat { keep_going: false }));
+    assert_eq!(f.heartbeat(&[a.attempt_id]), [false]);
     assert!(!f.report_ok("w", &a));
     assert!(f.request("w").is_none());
     let reply = f.handle(Event::Cancel { job_id: "j".into() });
@@ -564,4 +579,140 @@ async fn skipped_records_count_on_commit_only_survive_restarts_and_keep_to_the_b
     // An ended job's summary keeps the count.
     f.reopen();
     assert_eq!(f.job("s", |j| j.skipped_records), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn small_maps_come_in_batches_that_shrink_towards_the_end_of_the_phase() {
+    let f = Fixture::new();
+    f.submit("j", 200, 2);
+    // One task asked, one given.
+    let first = f.request("w").expect("map");
+    assert_eq!(first.index, 0);
+    // 199 Idle left: a batch of 16 consecutive maps, each its own attempt.
+    let batch = f.request_batch("w", 16);
+    assert_eq!(batch.len(), 16);
+    let indices: Vec<u32> = batch.iter().map(|a| a.index).collect();
+    assert_eq!(indices, (1..17).collect::<Vec<_>>());
+    let mut attempts: Vec<AttemptId> = batch.iter().map(|a| a.attempt_id).collect();
+    attempts.dedup();
+    assert_eq!(attempts.len(), 16, "one attempt per task");
+    assert_eq!(f.job("j", |j| j.progress(TaskKind::Map).in_progress), 17);
+    // Never more than an eighth of what is left, however much is asked.
+    let mut sizes = Vec::new();
+    loop {
+        let batch = f.request_batch("w", 64);
+        if batch.is_empty() {
+            break;
+        }
+        assert!(batch.iter().all(|a| a.kind == TaskKind::Map));
+        sizes.push(batch.len());
+    }
+    assert_eq!(sizes.iter().sum::<usize>(), 200 - 17);
+    assert!(sizes.windows(2).all(|w| w[0] >= w[1]), "{sizes:?}");
+    assert_eq!(sizes.last(), Some(&1), "the last Idle maps go one by one");
+    assert!(sizes[0] <= 183 / 8 + 1, "{sizes:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_batch_holds_at_most_batch_bytes_and_reduces_go_one_at_a_time() {
+    let f = Fixture::with(|c| c.batch_bytes = 4);
+    f.submit("j", 100, 3);
+    // One-byte splits: 4 of them fill the budget.
+    let batch = f.request_batch("w", 16);
+    assert_eq!(batch.len(), 4);
+    let f = Fixture::with(|c| c.batch_bytes = 0);
+    f.submit("j", 100, 3);
+    assert_eq!(
+        f.request_batch("w", 16).len(),
+        1,
+        "batch_bytes 0: no batches"
+    );
+
+    let f = Fixture::new();
+    f.submit("j", 1, 3);
+    let map = f.request("w").expect("map");
+    assert!(f.report_ok("w", &map));
+    let reduces = f.request_batch("w", 16);
+    assert_eq!(reduces.len(), 1);
+    assert_eq!(reduces[0].kind, TaskKind::Reduce);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_batch_report_commits_each_current_attempt_and_brings_the_next_batch() {
+    let f = Fixture::new();
+    f.submit("j", 300, 1);
+    let batch = f.request_batch("w", 8);
+    assert_eq!(batch.len(), 8);
+    // The first task times out and runs elsewhere: its late report is refused, the others
+    // are committed, all in one event.
+    advance(TIMEOUT / 2).await;
+    let kept: Vec<AttemptId> = batch[1..].iter().map(|a| a.attempt_id).collect();
+    assert_eq!(f.heartbeat(&kept), [true; 7]);
+    advance(TIMEOUT / 2 + Duration::from_millis(1)).await;
+    f.deadline_check();
+    let ok = || TaskResult::Succeeded {
+        partitions: Vec::new(),
+        skipped: Vec::new(),
+    };
+    let reports = batch.iter().map(|a| (a.attempt_id, ok())).collect();
+    let (accepted, next) = f.report_batch("w", reports, 8);
+    assert!(!accepted[0], "the timed-out attempt");
+    assert!(accepted[1..].iter().all(|&a| a));
+    assert_eq!(
+        f.job("j", |j| j.progress(TaskKind::Map).completed),
+        7,
+        "every other report committed"
+    );
+    assert_eq!(next.len(), 8, "the reply carries the next batch");
+    assert_eq!(next[0].index, 0, "the timed-out task first");
+    // A duplicate of the same batch changes nothing.
+    let reports = batch.iter().map(|a| (a.attempt_id, ok())).collect();
+    let (accepted, next) = f.report_batch("w", reports, 0);
+    assert!(accepted.iter().all(|&a| !a));
+    assert!(next.is_empty(), "max_next 0: no task handed out");
+}
+
+#[tokio::test(start_paused = true)]
+async fn heartbeats_keep_queued_attempts_alive_and_name_the_dropped_ones() {
+    let f = Fixture::new();
+    f.submit("j", 100, 1);
+    let batch = f.request_batch("w", 4);
+    let ids: Vec<AttemptId> = batch.iter().map(|a| a.attempt_id).collect();
+    for _ in 0..4 {
+        advance(TIMEOUT / 2).await;
+        assert_eq!(f.heartbeat(&ids), [true; 4]);
+        f.deadline_check();
+    }
+    assert_eq!(f.job("j", |j| j.progress(TaskKind::Map).in_progress), 4);
+    // The job is cancelled: none of them is wanted any more.
+    f.scheduler
+        .handle(Event::Cancel { job_id: "j".into() })
+        .expect("cancel");
+    assert_eq!(f.heartbeat(&ids), [false; 4]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_batch_that_ends_the_job_ends_it_once() {
+    let f = Fixture::new();
+    f.submit("j", 1, 2);
+    let map = f.request("w").expect("map");
+    assert!(f.report_ok("w", &map));
+    let a = f.request("w").expect("reduce 0");
+    let b = f.request("w").expect("reduce 1");
+    for r in [&a, &b] {
+        f.write_files(r);
+    }
+    let ok = || TaskResult::Succeeded {
+        partitions: Vec::new(),
+        skipped: Vec::new(),
+    };
+    let (accepted, _) = f.report_batch("w", vec![(a.attempt_id, ok()), (b.attempt_id, ok())], 0);
+    assert_eq!(accepted, [true, true]);
+    assert_eq!(f.job("j", |j| j.state), JobState::Succeeded);
+    let journal =
+        std::fs::read_to_string(f.dir.path().join(".mr").join("journal")).expect("journal");
+    assert_eq!(journal.matches("\"JobEnded\"").count(), 1, "{journal}");
+    let mut f = f;
+    f.reopen();
+    assert_eq!(f.job("j", |j| j.state), JobState::Succeeded);
 }
