@@ -80,6 +80,9 @@ pub enum CoordinatorError {
     /// The job already ended, so it cannot be cancelled.
     #[error("job '{job_id}' already ended ({state})")]
     JobEnded { job_id: String, state: &'static str },
+    /// The job has no output to read (yet, or ever).
+    #[error("job '{job_id}' is {state}: its output can be read once it has SUCCEEDED")]
+    NoOutput { job_id: String, state: &'static str },
     /// A worker asked for a module the coordinator does not hold.
     #[error("no app module with sha256 {sha256}")]
     UnknownModule { sha256: String },
@@ -118,6 +121,10 @@ impl CoordinatorError {
                 job_id: clip(&job_id),
             },
             E::JobEnded { job_id, state } => E::JobEnded {
+                job_id: clip(&job_id),
+                state,
+            },
+            E::NoOutput { job_id, state } => E::NoOutput {
                 job_id: clip(&job_id),
                 state,
             },
@@ -207,7 +214,9 @@ impl From<CoordinatorError> for Status {
             }
             CoordinatorError::Path(PathError::Escapes { .. }) => Code::PermissionDenied,
             CoordinatorError::Path(_) => Code::InvalidArgument,
-            CoordinatorError::JobEnded { .. } => Code::FailedPrecondition,
+            CoordinatorError::JobEnded { .. } | CoordinatorError::NoOutput { .. } => {
+                Code::FailedPrecondition
+            }
             CoordinatorError::TooManyWatches { .. } => Code::ResourceExhausted,
             CoordinatorError::Io { .. } => Code::Internal,
             CoordinatorError::Store(_) => Code::Unavailable,

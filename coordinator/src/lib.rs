@@ -12,10 +12,12 @@ pub mod edge;
 pub mod error;
 pub mod health;
 pub(crate) mod journal;
+pub(crate) mod output;
 pub(crate) mod scheduler;
 pub mod service;
 pub(crate) mod state;
 pub(crate) mod watch;
+pub(crate) mod workers;
 
 use crate::apps::AppStore;
 use crate::config::CoordinatorConfig;

@@ -4,12 +4,14 @@
 use crate::apps::AppStore;
 use crate::config::{CoordinatorConfig, MAX_N_REDUCE};
 use crate::error::CoordinatorError;
+use crate::output;
 use crate::scheduler::{
     self, Assignment, AttemptId, AttemptOutcome, CancelOutcome, Event, FailureKind, Job, JobSpec,
     JobState, PhaseCounts, Reply, Scheduler, StoredSkipped, Task, TaskKind, TaskResult, TaskState,
 };
 use crate::state::millis;
 use crate::watch::{self, TaskWindow, WatchLimits};
+use crate::workers::Workers;
 use mr_common::DataDir;
 use mr_proto::v1 as pb;
 use mr_proto::v1::coordinator_server::Coordinator;
@@ -45,6 +47,7 @@ pub struct Services {
     apps: Arc<AppStore>,
     shutdown: signal::Receiver<bool>,
     watches: Arc<WatchLimits>,
+    workers: Arc<Workers>,
 }
 
 impl Services {
@@ -59,6 +62,7 @@ impl Services {
             apps,
             shutdown,
             watches,
+            workers: Arc::default(),
         }
     }
 
@@ -274,6 +278,41 @@ impl JobService for Services {
             slot,
         )))
     }
+
+    type ReadOutputStream = output::OutputStream;
+
+    async fn read_output(
+        &self,
+        request: Request<pb::ReadOutputRequest>,
+    ) -> Result<Response<Self::ReadOutputStream>, Status> {
+        let job_id = request.into_inner().job_id;
+        let (state, outputs) = self
+            .scheduler
+            .with_job(&job_id, |j| (j.state, j.outputs()))
+            .ok_or_else(|| CoordinatorError::UnknownJob {
+                job_id: job_id.clone(),
+            })?;
+        if state != JobState::Succeeded {
+            return Err(CoordinatorError::NoOutput {
+                job_id,
+                state: state.name(),
+            }
+            .into());
+        }
+        let root = self.scheduler.data().root().to_path_buf();
+        let files = outputs.into_iter().map(|o| (root.join(&o), o)).collect();
+        Ok(Response::new(output::stream(files)))
+    }
+
+    async fn list_workers(
+        &self,
+        _request: Request<pb::ListWorkersRequest>,
+    ) -> Result<Response<pb::ListWorkersResponse>, Status> {
+        let lost_after = self.scheduler.config().task_timeout;
+        Ok(Response::new(pb::ListWorkersResponse {
+            workers: self.workers.list(lost_after),
+        }))
+    }
 }
 
 #[tonic::async_trait]
@@ -282,6 +321,7 @@ impl Coordinator for Services {
         &self,
         request: Request<pb::RequestTaskRequest>,
     ) -> Result<Response<pb::RequestTaskResponse>, Status> {
+        let host = request.remote_addr();
         let req = request.into_inner();
         let config = self.scheduler.config();
         let wait = match req.wait_ms {
@@ -290,6 +330,7 @@ impl Coordinator for Services {
         };
         let deadline = tokio::time::Instant::now() + wait;
         let mut shutdown = self.shutdown.clone();
+        let _polling = self.workers.polling(&req.worker, host);
         loop {
             // Registered before looking, so a task that turns up in between is not missed.
             let ready = self.scheduler.work_ready().notified();
@@ -304,6 +345,7 @@ impl Coordinator for Services {
             if let Reply::Task(tasks) = reply
                 && !tasks.is_empty()
             {
+                self.workers.requested(&req.worker, host, &tasks);
                 let mut tasks = tasks
                     .iter()
                     .map(|a| assignment_to_proto(a, &self.scheduler));
@@ -318,6 +360,7 @@ impl Coordinator for Services {
                 _ = shutdown.changed() => break,
             }
         }
+        self.workers.requested(&req.worker, host, &[]);
         Ok(Response::new(pb::RequestTaskResponse::default()))
     }
 
@@ -325,11 +368,12 @@ impl Coordinator for Services {
         &self,
         request: Request<pb::ReportTaskRequest>,
     ) -> Result<Response<pb::ReportTaskResponse>, Status> {
+        let host = request.remote_addr();
         let req = request.into_inner();
         let worker = req.worker.clone();
         let max_next = u32::from(req.want_next);
         let reports = vec![report_from_proto(req)?];
-        let (accepted, next) = self.report(worker, reports, max_next).await?;
+        let (accepted, next) = self.report(worker, host, reports, max_next).await?;
         Ok(Response::new(pb::ReportTaskResponse {
             accepted: accepted.first().copied().unwrap_or(false),
             next_task: next.into_iter().next(),
@@ -340,13 +384,14 @@ impl Coordinator for Services {
         &self,
         request: Request<pb::ReportTasksRequest>,
     ) -> Result<Response<pb::ReportTasksResponse>, Status> {
+        let host = request.remote_addr();
         let req = request.into_inner();
         let reports = req
             .reports
             .into_iter()
             .map(report_from_proto)
             .collect::<Result<_, _>>()?;
-        let (accepted, next_tasks) = self.report(req.worker, reports, req.max_next).await?;
+        let (accepted, next_tasks) = self.report(req.worker, host, reports, req.max_next).await?;
         Ok(Response::new(pb::ReportTasksResponse {
             accepted,
             next_tasks,
@@ -357,6 +402,7 @@ impl Coordinator for Services {
         &self,
         request: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let host = request.remote_addr();
         let req = request.into_inner();
         let mut attempt_ids = req.more_attempt_ids;
         attempt_ids.insert(0, req.attempt_id);
@@ -368,14 +414,18 @@ impl Coordinator for Services {
         let Reply::Heartbeat { wanted } = reply else {
             return Ok(Response::new(pb::HeartbeatResponse::default()));
         };
+        let dropped: Vec<AttemptId> = attempt_ids
+            .iter()
+            .zip(&wanted)
+            .filter(|(_, wanted)| !**wanted)
+            .map(|(id, _)| *id)
+            .collect();
+        self.workers.heartbeat(&req.worker, host, &dropped);
         Ok(Response::new(pb::HeartbeatResponse {
             keep_going: wanted.first().copied().unwrap_or(false),
-            dropped: attempt_ids
-                .iter()
-                .zip(&wanted)
-                .skip(1)
-                .filter(|(_, wanted)| !**wanted)
-                .map(|(id, _)| *id)
+            dropped: dropped
+                .into_iter()
+                .filter(|&id| id != req.attempt_id)
                 .collect(),
         }))
     }
@@ -396,12 +446,17 @@ impl Services {
     async fn report(
         &self,
         worker: String,
+        host: Option<std::net::SocketAddr>,
         reports: Vec<(AttemptId, TaskResult)>,
         max_next: u32,
     ) -> Result<(Vec<bool>, Vec<pb::Assignment>), Status> {
+        let outcomes: Vec<(AttemptId, bool)> = reports
+            .iter()
+            .map(|(id, r)| (*id, matches!(r, TaskResult::Succeeded { .. })))
+            .collect();
         let reply = self
             .handle(Event::Report {
-                worker,
+                worker: worker.clone(),
                 reports,
                 max_next,
             })
@@ -409,6 +464,7 @@ impl Services {
         let Reply::Report { accepted, next } = reply else {
             return Ok((Vec::new(), Vec::new()));
         };
+        self.workers.reported(&worker, host, &outcomes, &next);
         let next = next
             .iter()
             .map(|a| assignment_to_proto(a, &self.scheduler))
