@@ -278,7 +278,9 @@ async fn a_worker_that_dies_holding_a_batch_loses_nothing() {
 
     // The hand-driven worker goes silent; a real one finishes the job.
     cluster.spawn_worker();
-    let job = cluster.wait(&job_id, std::time::Duration::from_secs(60)).await;
+    let job = cluster
+        .wait(&job_id, std::time::Duration::from_secs(60))
+        .await;
     assert_eq!(job.state(), pb::JobState::Succeeded, "{}", job.error);
     mr_e2e::assert_same_lines(
         &cluster.output_lines(&job),
