@@ -5,7 +5,7 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 
 TARGET   := x86_64-unknown-linux-musl
 RELEASE  := target/$(TARGET)/release
-BINS     := mr-coordinator mr-worker
+BINS     := mr-coordinator mr-worker mr
 
 .PHONY: help setup build apps images test fuzz lint fmt demo demo-local down clean bench
 
@@ -15,7 +15,7 @@ help: ## List the targets
 setup: ## Install every tool the project needs (idempotent)
 	@scripts/setup.sh
 
-build: setup apps ## Build target/release/{mr-coordinator,mr-worker} and target/apps/*.wasm
+build: setup apps ## Build target/release/{mr-coordinator,mr-worker,mr} and target/apps/*.wasm
 	cargo build --release --locked --bins
 	@mkdir -p target/release
 	@for b in $(BINS); do install -m 755 $(RELEASE)/$$b target/release/$$b; done
@@ -24,7 +24,7 @@ build: setup apps ## Build target/release/{mr-coordinator,mr-worker} and target/
 apps: setup ## Build the Wasm apps into target/apps
 	@apps-wasm/build.sh
 
-images: build ## Build the container image mr:latest (FROM scratch, both binaries, the apps)
+images: build ## Build the container image mr:latest (FROM scratch, the binaries, the apps)
 	@deploy/build-images.sh
 
 test: build ## Run every test (unit, end-to-end with real processes and containers)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds the container image (one image, both services) from what `make build` made:
-# stages stripped copies of the static binaries, the Wasm apps and the CA certificates
+# Builds the container image (one image, both services, and the `mr` client) from what
+# `make build` made: stages stripped copies of the static binaries, the Wasm apps and the CA certificates
 # in target/docker/ and runs `docker build` there (the context is a few MiB, not target/).
 #
 #   deploy/build-images.sh              # tags ${MR_IMAGE:-mr:latest}
@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 image=${MR_IMAGE:-mr:latest}
-bins=(mr-coordinator mr-worker)
+bins=(mr-coordinator mr-worker mr)
 certs=/etc/ssl/certs/ca-certificates.crt
 ctx=target/docker
 

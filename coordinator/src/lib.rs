@@ -3,7 +3,9 @@
 //!
 //! [`run`] serves on a given listener until a given shutdown future completes, so tests start
 //! a real coordinator on `127.0.0.1:0` and stop it when they like. Connections go through
-//! [`edge`] (a cap, idle and keepalive timeouts, panics turned into `INTERNAL`).
+//! [`edge`] (a cap, idle and keepalive timeouts, panics turned into `INTERNAL`). With
+//! `--http-listen`, an HTTP server beside it serves the status page and Prometheus
+//! `/metrics` (`http`), and stops with it.
 
 pub mod apps;
 pub mod auth;
@@ -11,6 +13,7 @@ pub mod config;
 pub mod edge;
 pub mod error;
 pub mod health;
+pub(crate) mod http;
 pub(crate) mod journal;
 pub(crate) mod output;
 pub(crate) mod scheduler;
@@ -50,21 +53,40 @@ pub enum RunError {
     /// The gRPC server failed.
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The HTTP address (`--http-listen`) cannot be bound.
+    #[error("binding the HTTP address {addr}: {source}")]
+    HttpBind {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Serves the job API, the worker API, health and reflection on `listener` until `shutdown`
 /// completes; then stops accepting, ends long polls and watches, and returns. With a token
 /// (and TLS files) in `config`, the job and worker APIs need the token (and TLS): see [`auth`].
+/// With `config.http_listen`, the HTTP side (status page, `/metrics`) serves there too, until
+/// the same shutdown.
 pub async fn run(
     listener: TcpListener,
     config: CoordinatorConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
     let (server, auth) = auth::server(&config)?;
+    // Request metrics outermost, so a panic answered INTERNAL is counted as such.
     let mut server = server
         .http2_keepalive_interval(Some(config.http2_keepalive_interval))
         .http2_keepalive_timeout(Some(config.http2_keepalive_timeout))
+        .layer(http::RequestMetricsLayer::grpc())
         .layer(edge::CatchPanicLayer);
+    let http_listener = match config.http_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| RunError::HttpBind { addr, source })?,
+        ),
+        None => None,
+    };
     let incoming = edge::Incoming::new(listener, &config);
     let data = DataDir::open(&config.data_dir)?;
     if let Err(error) = data.prepare_jobs_dir() {
@@ -78,6 +100,15 @@ pub async fn run(
     let scheduler = Arc::new(Scheduler::open(config, data)?);
     let (stop_tx, stop_rx) = signal::channel(false);
     let services = Services::new(scheduler.clone(), apps, stop_rx.clone());
+    let http_server = http_listener.map(|listener| {
+        let state = http::HttpState::new(
+            scheduler.clone(),
+            services.workers(),
+            scheduler.config().auth_token.as_deref(),
+        );
+        let (scheduler, stop) = (scheduler.clone(), stop_rx.clone());
+        tokio::spawn(async move { http::serve(listener, scheduler.config(), state, stop).await })
+    });
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
@@ -119,6 +150,15 @@ pub async fn run(
         })
         .await;
     timer.abort();
+    if let Some(mut http_server) = http_server {
+        // It stops on the same signal; a browser's open connection gets a moment to close.
+        if tokio::time::timeout(std::time::Duration::from_secs(5), &mut http_server)
+            .await
+            .is_err()
+        {
+            http_server.abort();
+        }
+    }
     result?;
     Ok(())
 }

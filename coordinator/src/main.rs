@@ -31,6 +31,10 @@ struct Cli {
     /// Address to serve gRPC on.
     #[arg(long, env = "MR_LISTEN", default_value_t = DEFAULTS.listen)]
     listen: SocketAddr,
+    /// Address to serve the status page, its JSON API and Prometheus /metrics on over HTTP
+    /// (default: off). With --auth-token they need the token too.
+    #[arg(long, env = "MR_HTTP_LISTEN")]
+    http_listen: Option<SocketAddr>,
     /// Shared data folder: inputs, intermediates and outputs.
     #[arg(long, env = "MR_DATA_DIR", default_value_os_t = DEFAULTS.data_dir.clone())]
     data_dir: PathBuf,
@@ -108,6 +112,9 @@ struct Cli {
     /// TCP keepalive probes after this long without traffic ("0s": off).
     #[arg(long, env = "MR_TCP_KEEPALIVE", default_value_t = default_duration(DEFAULTS.tcp_keepalive.unwrap_or_default()))]
     tcp_keepalive: humantime::Duration,
+    /// Largest app module an upload (PushApp, `mr apps push`) may have, in bytes.
+    #[arg(long, env = "MR_MAX_APP_BYTES", default_value_t = DEFAULTS.max_app_bytes)]
+    max_app_bytes: u64,
     /// Most WatchJob streams open at once, over all clients.
     #[arg(long, env = "MR_MAX_WATCH_STREAMS", default_value_t = DEFAULTS.max_watch_streams)]
     max_watch_streams: usize,
@@ -123,6 +130,7 @@ impl Cli {
     fn config(self) -> CoordinatorConfig {
         CoordinatorConfig {
             listen: self.listen,
+            http_listen: self.http_listen.or(DEFAULTS.http_listen),
             data_dir: self.data_dir,
             apps_dir: self.apps_dir,
             task_timeout: self.task_timeout.into(),
@@ -151,6 +159,7 @@ impl Cli {
             http2_keepalive_timeout: Duration::from(self.http2_keepalive_timeout)
                 .max(Duration::from_millis(100)),
             tcp_keepalive: Some(Duration::from(self.tcp_keepalive)).filter(|d| !d.is_zero()),
+            max_app_bytes: self.max_app_bytes,
             max_watch_streams: self.max_watch_streams,
             max_watch_streams_per_client: self.max_watch_streams_per_client,
             ..CoordinatorConfig::default()

@@ -6,8 +6,9 @@ use crate::config::{CoordinatorConfig, MAX_N_REDUCE};
 use crate::error::CoordinatorError;
 use crate::output;
 use crate::scheduler::{
-    self, Assignment, AttemptId, AttemptOutcome, CancelOutcome, Event, FailureKind, Job, JobSpec,
-    JobState, PhaseCounts, Reply, Scheduler, StoredSkipped, Task, TaskKind, TaskResult, TaskState,
+    self, Assignment, AttemptCounts, AttemptId, AttemptOutcome, CancelOutcome, Event, FailureKind,
+    Job, JobSpec, JobState, PhaseCounts, Reply, Scheduler, StoredSkipped, Task, TaskKind,
+    TaskResult, TaskState,
 };
 use crate::state::millis;
 use crate::watch::{self, TaskWindow, WatchLimits};
@@ -64,6 +65,11 @@ impl Services {
             watches,
             workers: Arc::default(),
         }
+    }
+
+    /// The workers as `ListWorkers` shows them (the status page reads them too).
+    pub(crate) fn workers(&self) -> Arc<Workers> {
+        self.workers.clone()
     }
 
     fn new_job_id(&self) -> String {
@@ -304,6 +310,47 @@ impl JobService for Services {
         Ok(Response::new(output::stream(files)))
     }
 
+    async fn push_app(
+        &self,
+        request: Request<tonic::Streaming<pb::PushAppChunk>>,
+    ) -> Result<Response<pb::AppInfo>, Status> {
+        let limit = self.scheduler.config().max_app_bytes;
+        let mut stream = request.into_inner();
+        let mut name = String::new();
+        let mut wasm = Vec::new();
+        while let Some(chunk) = stream.message().await? {
+            if name.is_empty() {
+                name = chunk.name;
+            }
+            if wasm.len() as u64 + chunk.data.len() as u64 > limit {
+                return Err(CoordinatorError::AppTooLarge { app: name, limit }.into());
+            }
+            wasm.extend_from_slice(&chunk.data);
+        }
+        let apps = self.apps.clone();
+        let info = blocking(move || apps.push(&name, wasm)).await??;
+        Ok(Response::new(info))
+    }
+
+    async fn list_apps(
+        &self,
+        _request: Request<pb::ListAppsRequest>,
+    ) -> Result<Response<pb::ListAppsResponse>, Status> {
+        let apps = self.apps.clone();
+        let apps = blocking(move || apps.list()).await?;
+        Ok(Response::new(pb::ListAppsResponse { apps }))
+    }
+
+    async fn delete_app(
+        &self,
+        request: Request<pb::DeleteAppRequest>,
+    ) -> Result<Response<pb::AppInfo>, Status> {
+        let name = request.into_inner().name;
+        let apps = self.apps.clone();
+        let info = blocking(move || apps.delete(&name)).await??;
+        Ok(Response::new(info))
+    }
+
     async fn list_workers(
         &self,
         _request: Request<pb::ListWorkersRequest>,
@@ -473,6 +520,13 @@ impl Services {
     }
 }
 
+/// Runs blocking file work (the apps folder, saved modules) off the async threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Status> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| crate::error::status(tonic::Code::Internal, e.to_string()))
+}
+
 /// One report's attempt and outcome.
 fn report_from_proto(req: pb::ReportTaskRequest) -> Result<(AttemptId, TaskResult), Status> {
     let result = match req.result {
@@ -483,6 +537,12 @@ fn report_from_proto(req: pb::ReportTaskRequest) -> Result<(AttemptId, TaskResul
                 .into_iter()
                 .map(skipped_from_proto)
                 .collect(),
+            counts: AttemptCounts {
+                records_in: succeeded.records_in,
+                records_out: succeeded.records_out,
+                output_bytes: succeeded.output_bytes,
+                user: succeeded.counters.into_iter().collect(),
+            },
         },
         Some(pb::report_task_request::Result::Failed(failed)) => TaskResult::Failed {
             kind: failure_kind(failed.kind()),
@@ -605,6 +665,8 @@ pub(crate) fn job_to_proto(job: &Job, tasks: Tasks) -> pb::Job {
         next_task_page_token,
         archived: job.archived,
         skipped_records: job.skipped_records,
+        counters: job.counters.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+        app_sha256: job.spec.app.sha256.clone(),
         // Like the file list, with the first page only: ListJobs stays small.
         skipped: match tasks {
             Tasks::Page { start: 0, .. } => job

@@ -16,7 +16,7 @@
 
 use crate::apps::AppRef;
 use crate::journal::{
-    Record, StoredAttempt, StoredEnding, StoredJobEnd, StoredKind, StoredSkipped,
+    Counters, Record, StoredAttempt, StoredEnding, StoredJobEnd, StoredKind, StoredSkipped,
 };
 use mr_common::data_dir::output_relative;
 use serde::{Deserialize, Serialize};
@@ -157,6 +157,8 @@ pub struct Task {
     pub partitions: Option<Vec<u32>>,
     /// Records the committed attempt skipped (empty unless Completed).
     pub skipped: Vec<StoredSkipped>,
+    /// The committed attempt's counters (empty unless Completed).
+    pub counters: Counters,
 }
 
 impl Task {
@@ -170,6 +172,7 @@ impl Task {
             failures: 0,
             partitions: None,
             skipped: Vec::new(),
+            counters: Counters::new(),
         }
     }
 
@@ -268,6 +271,8 @@ pub struct Job {
     pub archived: bool,
     /// Records skipped by the committed attempts of its tasks (the sum of their `skipped`).
     pub skipped_records: u64,
+    /// The sum of its tasks' committed counters, kept as they change.
+    pub counters: Counters,
     counts: [PhaseCounts; 2],
     idle: [BTreeSet<u32>; 2],
     running: [BTreeSet<(Instant, AttemptId)>; 2],
@@ -308,6 +313,7 @@ impl Job {
             finished_at: None,
             archived: false,
             skipped_records: 0,
+            counters: Counters::new(),
         }
     }
 
@@ -397,6 +403,24 @@ impl Job {
     }
 
     /// Replaces a task's skipped records, keeping the job's count in step.
+    /// Replaces a task's committed counters, keeping the job's sums in step.
+    fn set_counters(&mut self, kind: TaskKind, index: u32, counters: Counters) {
+        let Some(task) = self.tasks_mut(kind).get_mut(index as usize) else {
+            return;
+        };
+        let old = std::mem::replace(&mut task.counters, counters);
+        let new = task.counters.clone();
+        for (name, value) in old {
+            if let Some(sum) = self.counters.get_mut(&name) {
+                *sum = sum.saturating_sub(value);
+            }
+        }
+        for (name, value) in new {
+            let sum = self.counters.entry(name).or_default();
+            *sum = sum.saturating_add(value);
+        }
+    }
+
     fn set_skipped(&mut self, kind: TaskKind, index: u32, skipped: Vec<StoredSkipped>) {
         let Some(task) = self.tasks_mut(kind).get_mut(index as usize) else {
             return;
@@ -778,11 +802,13 @@ impl State {
                 partitions,
                 at_ms,
                 skipped,
+                counters,
             } => {
                 let (seq, kind) = self.locate(&job_id, kind, index)?;
                 let job = self.jobs.get_mut(&seq)?;
                 job.set_task_state(kind, index, TaskState::Completed);
                 job.set_skipped(kind, index, skipped);
+                job.set_counters(kind, index, counters);
                 let at = from_millis(at_ms);
                 let deadlines = &mut self.deadlines;
                 let (tasks, running) = job.tasks_and_running(kind);
@@ -863,8 +889,10 @@ impl State {
                         .is_some_and(|t| t.state == TaskState::Completed)
                     {
                         job.set_task_state(kind, i, TaskState::Idle);
-                        // Its commit no longer stands, nor do the records it skipped.
+                        // Its commit no longer stands, nor do the records it skipped
+                        // or what it counted: the run that replaces it counts instead.
                         job.set_skipped(kind, i, Vec::new());
+                        job.set_counters(kind, i, Counters::new());
                     }
                 }
                 self.refresh(seq);
@@ -912,6 +940,7 @@ impl State {
                 submitted_at_ms,
                 finished_at_ms,
                 skipped_records,
+                counters,
             } => {
                 if self.by_id.contains_key(&job_id) {
                     return None;
@@ -944,6 +973,7 @@ impl State {
                     finished_at: Some(from_millis(finished_at_ms)),
                     archived: true,
                     skipped_records,
+                    counters,
                     counts: [counts(map), counts(reduce)],
                     idle: Default::default(),
                     running: Default::default(),
@@ -962,6 +992,7 @@ impl State {
                 partitions,
                 attempts,
                 skipped,
+                counters,
             } => {
                 let (seq, kind) = self.locate(&job_id, kind, index)?;
                 let job = self.jobs.get_mut(&seq)?;
@@ -1002,6 +1033,7 @@ impl State {
                 task.partitions = partitions;
                 task.attempts = restored;
                 job.set_skipped(kind, index, skipped);
+                job.set_counters(kind, index, counters);
                 self.refresh(seq);
                 Some(job_id)
             }
@@ -1073,6 +1105,7 @@ impl State {
                     && task.state == TaskState::Idle
                     && task.failures == 0
                     && task.skipped.is_empty()
+                    && task.counters.is_empty()
                 {
                     continue;
                 }
@@ -1097,6 +1130,7 @@ impl State {
                         })
                         .collect(),
                     skipped: task.skipped.clone(),
+                    counters: task.counters.clone(),
                 });
             }
             if let Some(end) = job_state_to(job.state) {
@@ -1128,6 +1162,7 @@ fn summary_of(job: &Job) -> Option<Record> {
         submitted_at_ms: millis(job.submitted_at),
         finished_at_ms: job.finished_at.map(millis).unwrap_or(0),
         skipped_records: job.skipped_records,
+        counters: job.counters.clone(),
     })
 }
 

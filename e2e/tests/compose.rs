@@ -201,6 +201,8 @@ fn compose_tool() -> Vec<String> {
 struct Project {
     name: String,
     port: u16,
+    /// Host port of the status page (MR_HTTP_PORT): projects side by side need their own.
+    http_port: u16,
     data: PathBuf,
     compose: Vec<String>,
     /// MR_AUTH_TOKEN of the cluster: every API call but health needs it.
@@ -248,6 +250,7 @@ impl Project {
         let project = Project {
             name: format!("mrtest{suffix}"),
             port: free_port(),
+            http_port: free_port(),
             data,
             compose: compose_tool(),
             token: format!("t{suffix}{}", rand::rng().random::<u64>()),
@@ -280,6 +283,7 @@ impl Project {
             .env("MR_GID", "")
             .env("MR_DATA", &self.data)
             .env("MR_PORT", self.port.to_string())
+            .env("MR_HTTP_PORT", self.http_port.to_string())
             .env("MR_BIND", "127.0.0.1")
             .env("MR_IMAGE", image())
             .env("MR_TASK_TIMEOUT", TASK_TIMEOUT)

@@ -141,3 +141,97 @@ async fn list_workers_shows_each_worker_its_reports_and_a_lost_one() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+/// Counters (Google MapReduce §4.9) count each committed task once: with a worker
+/// SIGKILLed mid-job, the `wordstats` app's counters and the built-ins still equal figures
+/// computed here from the inputs and the sequential reference.
+#[tokio::test(flavor = "multi_thread")]
+async fn counters_equal_the_inputs_figures_when_workers_are_killed_mid_job() {
+    let mut cluster = Cluster::start(ClusterOptions {
+        workers: 3,
+        task_timeout: "2s".into(),
+        ..Default::default()
+    })
+    .await;
+    let inputs = lab_inputs();
+    let job_id = cluster
+        .submit_request(pb::SubmitJobRequest {
+            app: "wordstats".into(),
+            inputs: inputs.clone(),
+            n_reduce: 3,
+            // Many small maps, so that the kill lands mid-phase.
+            split_bytes: 64 << 10,
+            ..Default::default()
+        })
+        .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let job = cluster.job(&job_id).await;
+        let map = job.map.unwrap_or_default();
+        if map.completed * 3 >= map.total || mr_e2e::is_terminal(job.state()) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the maps never got going"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cluster.signal_worker(0, libc::SIGKILL);
+    cluster.signal_worker(1, libc::SIGKILL);
+    cluster.spawn_worker();
+    let job = cluster.wait(&job_id, Duration::from_secs(120)).await;
+    assert_eq!(job.state(), pb::JobState::Succeeded, "{}", job.error);
+    let timed_out = job
+        .tasks
+        .iter()
+        .flat_map(|t| &t.history)
+        .filter(|a| a.outcome() == pb::AttemptOutcome::TimedOut)
+        .count();
+    assert!(
+        timed_out > 0,
+        "the killed workers' attempts were lost and ran again"
+    );
+    let output = cluster.output_lines(&job);
+    let reference = cluster.reference("wc", &inputs);
+    assert_same_lines(&output, &reference, "wordstats is wc");
+
+    // The figures, computed independently of the cluster.
+    let (mut lines, mut empty, mut bytes) = (0u64, 0u64, 0u64);
+    for input in &inputs {
+        let text = std::fs::read(cluster.data.join(input)).expect("read input");
+        bytes += text.len() as u64;
+        for line in text.split_inclusive(|&b| b == b'\n') {
+            lines += 1;
+            empty += u64::from(line == b"\n" || line == b"\r\n");
+        }
+    }
+    let words: u64 = reference
+        .iter()
+        .map(|l| {
+            l.rsplit(' ')
+                .next()
+                .and_then(|n| n.parse::<u64>().ok())
+                .expect("a count")
+        })
+        .sum();
+    let output_bytes: u64 = job
+        .outputs
+        .iter()
+        .map(|o| {
+            std::fs::metadata(cluster.data.join(o))
+                .expect("output")
+                .len()
+        })
+        .sum();
+    let c = |name: &str| job.counters.get(name).copied().unwrap_or(0);
+    assert_eq!(c("lines"), lines, "{:?}", job.counters);
+    assert_eq!(c("empty_lines"), empty, "{:?}", job.counters);
+    assert_eq!(c("words"), words, "{:?}", job.counters);
+    assert_eq!(c("distinct_words"), reference.len() as u64);
+    assert_eq!(c("mr.map_input_bytes"), bytes);
+    assert_eq!(c("mr.reduce_groups"), reference.len() as u64);
+    assert_eq!(c("mr.output_bytes"), output_bytes);
+    assert_eq!(c("mr.reduce_input_records"), c("mr.map_output_records"));
+    assert!(c("mr.map_output_records") >= reference.len() as u64);
+}

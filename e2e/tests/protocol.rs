@@ -128,6 +128,7 @@ async fn a_success_listing_impossible_partitions_fails_the_attempt() {
             records_out: 1,
             partitions: partitions.clone(),
             skipped: Vec::new(),
+            ..Default::default()
         });
         let reply = client
             .report_task(report(&task, succeeded, false))
@@ -185,6 +186,7 @@ async fn a_reduce_that_keeps_finding_lost_intermediates_fails_the_job() {
                     records_out: 1,
                     partitions: vec![0],
                     skipped: Vec::new(),
+                    ..Default::default()
                 })
             }
             Some(pb::assignment::Task::Reduce(r)) => {

@@ -35,9 +35,9 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use wasmtime::{
-    Caller, Config, Engine, Extern, ExternType, InstanceAllocationStrategy, InstancePre, Linker,
-    Memory, Module, PoolingAllocationConfig, ResourceLimiter, Store, StoreLimits,
-    StoreLimitsBuilder, Trap, TypedFunc, UpdateDeadline,
+    Caller, Config, Engine, Extern, InstanceAllocationStrategy, InstancePre, Linker, Memory,
+    Module, PoolingAllocationConfig, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap,
+    TypedFunc, UpdateDeadline,
 };
 
 /// The app ABI version this host speaks (`mr_abi_version()` must return it).
@@ -59,8 +59,15 @@ const POOL_SLOTS: u32 = 64;
 /// Bytes of each pooled memory (and table) kept mapped and zeroed with memset on reuse.
 const KEEP_RESIDENT: usize = 2 << 20;
 
-/// The functions of import module "mr", the only imports an app may have.
-const HOST_FUNCTIONS: [&str; 4] = ["log", "fail", "random_u64", "sleep_ms"];
+/// Most distinct counter names one task may use, and the longest name.
+pub const MAX_COUNTERS: usize = 64;
+pub const MAX_COUNTER_NAME: usize = 128;
+
+/// Counter names the app may not use: the built-in counters' prefix.
+pub const RESERVED_COUNTER_PREFIX: &str = "mr.";
+
+/// A task's user counters, by name.
+pub type Counters = std::collections::BTreeMap<String, u64>;
 
 /// What one task may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -215,7 +222,8 @@ impl AppRuntime {
             app: app.into(),
             message: format!("{e:#}"),
         })?;
-        check_interface(&module).map_err(|message| AppError::Abi {
+        // Valid (it compiled): now the app interface, as the coordinator checks uploads.
+        mr_common::app_interface::check(wasm).map_err(|message| AppError::Abi {
             app: app.into(),
             message,
         })?;
@@ -247,53 +255,6 @@ impl AppRuntime {
     }
 }
 
-/// Checks the exports and imports against the ABI, so that a wrong module fails at
-/// load time with a message that says what is wrong, not at its first task.
-fn check_interface(module: &Module) -> Result<(), String> {
-    for import in module.imports() {
-        let known = import.module() == "mr" && HOST_FUNCTIONS.contains(&import.name());
-        if !known || !matches!(import.ty(), ExternType::Func(_)) {
-            return Err(format!(
-                "it imports `{}::{}`, but an app may import only the functions {} of module \"mr\" \
-                 (no WASI, no other host functions)",
-                import.module(),
-                import.name(),
-                HOST_FUNCTIONS.join(", ")
-            ));
-        }
-    }
-    let expected: [(&str, &str); 4] = [
-        ("mr_abi_version", "() -> i32"),
-        ("mr_alloc", "(i32) -> i32"),
-        ("mr_map", "(i32, i32) -> i64"),
-        ("mr_reduce", "(i32, i32) -> i64"),
-    ];
-    for (name, want) in expected {
-        match module.get_export(name) {
-            Some(ExternType::Func(f)) => {
-                let got = signature(&f);
-                if got != want {
-                    return Err(format!("export `{name}` has type {got}, not {want}"));
-                }
-            }
-            Some(_) => return Err(format!("export `{name}` is not a function")),
-            None => return Err(format!("it does not export `{name}`")),
-        }
-    }
-    match module.get_export("memory") {
-        Some(ExternType::Memory(m)) if !m.is_64() && !m.is_shared() => Ok(()),
-        Some(_) => Err("export `memory` is not a 32-bit, unshared linear memory".into()),
-        None => Err("it does not export `memory`".into()),
-    }
-}
-
-fn signature(f: &wasmtime::FuncType) -> String {
-    let list = |types: &mut dyn Iterator<Item = wasmtime::ValType>| {
-        types.map(|t| t.to_string()).collect::<Vec<_>>().join(", ")
-    };
-    format!("({}) -> {}", list(&mut f.params()), list(&mut f.results()))
-}
-
 // ---------------------------------------------------------------------------------------
 // Host state and host functions.
 
@@ -306,6 +267,8 @@ struct HostState {
     cause: Option<Cause>,
     logs: u32,
     cancel: Option<CancelToken>,
+    /// What the app added to its counters since they were last taken.
+    counters: Counters,
 }
 
 impl HostState {
@@ -402,6 +365,30 @@ fn host_linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
             caller.data_mut().cause = Some(Cause::AppFailed(msg));
             // Trap here rather than trusting the app to trap after the call.
             Err(wasmtime::Error::msg("the app called mr.fail"))
+        },
+    )?;
+    linker.func_wrap(
+        "mr",
+        "counter",
+        |mut caller: Caller<'_, HostState>, ptr: i32, len: i32, delta: i64| -> wasmtime::Result<()> {
+            let abi = |caller: &mut Caller<'_, HostState>, msg: String| {
+                caller.data_mut().cause = Some(Cause::Abi(msg.clone()));
+                Err(wasmtime::Error::msg(msg))
+            };
+            if usize::try_from(len).map_or(true, |l| l > MAX_COUNTER_NAME) {
+                return abi(&mut caller, format!("mr.counter: a counter name is at most {MAX_COUNTER_NAME} bytes"));
+            }
+            let name = guest_message(&mut caller, "mr.counter", ptr, len)?;
+            if name.is_empty() || name.starts_with(RESERVED_COUNTER_PREFIX) {
+                return abi(&mut caller, format!("mr.counter: {name:?} is not a counter name an app may use (empty, or starts with {RESERVED_COUNTER_PREFIX:?}, the built-ins)"));
+            }
+            let counters = &mut caller.data_mut().counters;
+            if !counters.contains_key(&name) && counters.len() >= MAX_COUNTERS {
+                return abi(&mut caller, format!("mr.counter: more than {MAX_COUNTERS} counter names in one task"));
+            }
+            let slot = counters.entry(name).or_default();
+            *slot = slot.saturating_add(delta as u64);
+            Ok(())
         },
     )?;
     linker.func_wrap("mr", "random_u64", || -> i64 { rand::random() })?;
@@ -547,8 +534,10 @@ impl AppModule {
         // Written straight into the guest's buffer: a split is not copied twice.
         let (ptr, len) = instance.call(&[&header, input_name.as_bytes(), contents])?;
         let output = instance.output(ptr, len)?;
-        MapOutput::parse(output.to_vec())
-            .map_err(|e| self.abi(format!("malformed map output: {e}")))
+        let mut output = MapOutput::parse(output.to_vec())
+            .map_err(|e| self.abi(format!("malformed map output: {e}")))?;
+        output.counters = std::mem::take(&mut instance.store.data_mut().counters);
+        Ok(output)
     }
 
     /// A reduce session: ONE instance for a whole reduce task; the deadline covers the
@@ -585,6 +574,7 @@ impl AppModule {
             cause: None,
             logs: 0,
             cancel: self.cancel.clone(),
+            counters: Counters::new(),
         };
         let mut store = Store::new(self.pre.module().engine(), state);
         store.limiter(|state| &mut state.limiter);
@@ -607,7 +597,7 @@ impl AppModule {
             Ok(instance) => instance,
             Err(e) => return Err(classify(&self.name, limits, &mut store, e)),
         };
-        // check_interface verified these exports at load time.
+        // app_interface::check verified these exports at load time.
         let missing = |what: &str| self.abi(format!("export `{what}` vanished"));
         let memory = instance
             .get_memory(&mut store, "memory")
@@ -751,6 +741,8 @@ fn classify(
 pub struct MapOutput {
     buf: Vec<u8>,
     starts: Vec<u32>,
+    /// What the call added to the app's counters.
+    pub counters: Counters,
 }
 
 impl MapOutput {
@@ -774,7 +766,11 @@ impl MapOutput {
             let start = u32::try_from(start).map_err(|_| "buffer over 4 GiB".to_string())?;
             starts.push(start);
         }
-        Ok(Self { buf, starts })
+        Ok(Self {
+            buf,
+            starts,
+            counters: Counters::new(),
+        })
     }
 
     /// The number of records.
@@ -806,6 +802,7 @@ impl MapOutput {
     pub fn concat(parts: Vec<MapOutput>) -> MapOutput {
         let mut out = MapOutput::default();
         for part in parts {
+            add_counters(&mut out.counters, part.counters);
             let base = out.buf.len() as u32;
             out.starts.extend(part.starts.iter().map(|s| s + base));
             out.buf.extend_from_slice(&part.buf);
@@ -961,6 +958,12 @@ impl fmt::Debug for Reducer {
 }
 
 impl Reducer {
+    /// Takes what the app added to its counters in the calls since the last take. Only
+    /// meaningful after successful calls: a failed one poisons the session.
+    pub fn take_counters(&mut self) -> Counters {
+        std::mem::take(&mut self.instance.store.data_mut().counters)
+    }
+
     /// Reduces a batch of groups; returns one value per group (same order).
     pub fn reduce_batch(&mut self, batch: &ReduceBatch) -> Result<Vec<Vec<u8>>, AppError> {
         if let Some(e) = &self.failed {
@@ -1009,4 +1012,12 @@ fn parse_values(buf: &[u8], n: usize) -> Result<Vec<Vec<u8>>, String> {
         return Err(format!("{} bytes follow the last value", buf.len() - at));
     }
     Ok(values)
+}
+
+/// Adds `more` into `into`, name by name.
+pub fn add_counters(into: &mut Counters, more: Counters) {
+    for (name, delta) in more {
+        let slot = into.entry(name).or_default();
+        *slot = slot.saturating_add(delta);
+    }
 }

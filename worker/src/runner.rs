@@ -443,6 +443,8 @@ impl Worker {
                 records_in: stats.records_in,
                 records_out: stats.records_out,
                 partitions: stats.partitions,
+                output_bytes: stats.output_bytes,
+                counters: stats.counters.into_iter().collect(),
                 skipped: stats
                     .skipped
                     .into_iter()

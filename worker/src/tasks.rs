@@ -10,7 +10,9 @@
 //! alone, skips them and goes on ([`crate::skip`]). Every file is written under the attempt's temp
 //! name; the coordinator renames it into place if, and only if, it accepts the attempt.
 
-use crate::app_runtime::{AppError, AppModule, Limits, MapOutput, ReduceBatch};
+use crate::app_runtime::{
+    AppError, AppModule, Counters, Limits, MapOutput, ReduceBatch, add_counters,
+};
 use crate::skip::{self, NarrowError, SkippedRecord, TaskClock};
 use mr_common::{DataDir, PathError};
 use mr_shuffle::{Group, Merger, Reader, RunError, ShuffleError, Writer};
@@ -72,6 +74,10 @@ pub struct TaskStats {
     pub partitions: Vec<u32>,
     /// The records the app failed on and the task skipped, in input order.
     pub skipped: Vec<SkippedRecord>,
+    /// Reduce tasks: bytes of the output file.
+    pub output_bytes: u64,
+    /// What the app's successful calls added to its counters.
+    pub counters: Counters,
 }
 
 /// What every task of one attempt needs to know.
@@ -147,6 +153,8 @@ pub fn run_map(
         Err(error) => return Err(error.into()),
     };
     drop(contents);
+    let mut output = output;
+    let counters = std::mem::take(&mut output.counters);
 
     // Sort record indices by (partition, key); the sort is stable, so equal keys keep the
     // order the app emitted them in.
@@ -188,6 +196,8 @@ pub fn run_map(
         records_out: output.len() as u64,
         partitions,
         skipped,
+        output_bytes: 0,
+        counters,
     })
 }
 
@@ -491,9 +501,11 @@ pub fn run_reduce(
             match reducer.reduce_batch(&batch) {
                 Ok(values) => {
                     for (key, value) in keys.iter().zip(&values) {
-                        write_line(&mut out, key, value).map_err(io_error(&tmp))?;
+                        stats.output_bytes +=
+                            write_line(&mut out, key, value).map_err(io_error(&tmp))?;
                     }
                     stats.records_out += values.len() as u64;
+                    add_counters(&mut stats.counters, reducer.take_counters());
                 }
                 Err(error) if budget > 0 && skip::is_record_failure(&error) => {
                     tracing::warn!(%error, groups = batch.len(), "the app failed on a batch; narrowing it down to skip the keys it fails on");
@@ -502,9 +514,10 @@ pub fn run_reduce(
                         // A fresh instance for each try: a trapped one is done for.
                         let limits = clock.limits(app.name())?;
                         let mut fresh = app.reducer(&limits).map_err(|e| clock.error(e))?;
-                        fresh
+                        let values = fresh
                             .reduce_batch(&batch.sub_batch(r))
-                            .map_err(|e| clock.error(e))
+                            .map_err(|e| clock.error(e))?;
+                        Ok((values, fresh.take_counters()))
                     })
                     .map_err(|e| match e {
                         NarrowError::App(e) => TaskError::App(e),
@@ -514,11 +527,13 @@ pub fn run_reduce(
                             source: Box::new(error),
                         },
                     })?;
-                    for (range, values) in &narrowed.done {
-                        for (key, value) in key_list[range.clone()].iter().zip(values) {
-                            write_line(&mut out, key, value).map_err(io_error(&tmp))?;
+                    for (range, (values, counters)) in narrowed.done {
+                        for (key, value) in key_list[range.clone()].iter().zip(&values) {
+                            stats.output_bytes +=
+                                write_line(&mut out, key, value).map_err(io_error(&tmp))?;
                         }
                         stats.records_out += values.len() as u64;
+                        add_counters(&mut stats.counters, counters);
                     }
                     stats.skipped.extend(
                         narrowed
@@ -548,12 +563,13 @@ pub fn run_reduce(
     Ok(stats)
 }
 
-/// One output line, as the lab writes it: `key value\n`.
-pub fn write_line(out: &mut impl Write, key: &[u8], value: &[u8]) -> io::Result<()> {
+/// One output line, as the lab writes it: `key value\n`; returns its bytes.
+pub fn write_line(out: &mut impl Write, key: &[u8], value: &[u8]) -> io::Result<u64> {
     out.write_all(key)?;
     out.write_all(b" ")?;
     out.write_all(value)?;
-    out.write_all(b"\n")
+    out.write_all(b"\n")?;
+    Ok((key.len() + value.len() + 2) as u64)
 }
 
 /// The keys of a reduce batch, stored flat.

@@ -13,7 +13,8 @@ use mr_worker::app_runtime::{
 };
 use sha2::{Digest, Sha256};
 
-const APPS: [&str; 13] = [
+const APPS: [&str; 14] = [
+    "wordstats",
     "wc",
     "indexer",
     "nocrash",
@@ -702,4 +703,49 @@ fn a_cancelled_call_stops_at_once() {
         other.map(&short, "input/x", b"data"),
         Err(AppError::TimeLimit { .. })
     ));
+}
+
+/// `with_map(map)` importing `mr.counter` as `$counter`, with "mr.x" at 3500.
+fn counting_module(map: &str) -> String {
+    with_map(map).replacen(
+        "(module",
+        r#"(module (import "mr" "counter" (func $counter (param i32 i32 i64))) (data (i32.const 3500) "mr.x")"#,
+        1,
+    )
+}
+
+#[test]
+fn a_map_call_returns_what_it_counted_and_built_in_names_are_refused() {
+    let rt = AppRuntime::new().unwrap();
+    let body = format!(
+        "(call $counter (i32.const 3072) (i32.const 5) (i64.const 7)) \
+         (call $counter (i32.const 3072) (i32.const 5) (i64.const 2)) {GOOD_MAP}"
+    );
+    let app = load_wat(&rt, "counting", &counting_module(&body)).unwrap();
+    let out = app.map(&LIMITS, "in", b"abc").unwrap();
+    assert_eq!(out.counters, BTreeMap::from([("hello".to_string(), 9)]));
+    let body = format!("(call $counter (i32.const 3500) (i32.const 4) (i64.const 1)) {GOOD_MAP}");
+    let app = load_wat(&rt, "forger", &counting_module(&body)).unwrap();
+    let message = abi_message(app.map(&LIMITS, "in", b"abc"));
+    assert!(message.contains("\"mr.x\""), "{message}");
+}
+
+#[test]
+fn wordstats_counts_lines_words_and_distinct_keys() {
+    let rt = AppRuntime::new().unwrap();
+    let app = load(&rt, "wordstats");
+    let out = app.map(&LIMITS, "in", b"a b\n\nc a\n").unwrap();
+    let expected =
+        [("empty_lines", 1), ("lines", 3), ("words", 4)].map(|(k, v)| (k.to_string(), v));
+    assert_eq!(out.counters, BTreeMap::from(expected));
+    let mut reducer = app.reducer(&LIMITS).unwrap();
+    assert_eq!(
+        reduce_all(&mut reducer, &[("a", &["2"]), ("b", &["1"])]),
+        ["2", "1"]
+    );
+    assert_eq!(
+        reducer.take_counters(),
+        BTreeMap::from([("distinct_words".to_string(), 2)])
+    );
+    assert!(reducer.take_counters().is_empty(), "taken once");
 }

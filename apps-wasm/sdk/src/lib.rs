@@ -51,6 +51,8 @@ mod host {
         fn mr_random_u64() -> i64;
         #[link_name = "sleep_ms"]
         fn mr_sleep_ms(ms: i32);
+        #[link_name = "counter"]
+        fn mr_counter(ptr: *const u8, len: usize, delta: i64);
     }
 
     pub fn log(msg: &str) {
@@ -68,6 +70,10 @@ mod host {
     pub fn sleep_ms(ms: u32) {
         // SAFETY: no memory access.
         unsafe { mr_sleep_ms(i32::try_from(ms).unwrap_or(i32::MAX)) }
+    }
+    pub fn counter(name: &str, delta: u64) {
+        // SAFETY: the host only reads `len` bytes at `ptr`, which is a live &str.
+        unsafe { mr_counter(name.as_ptr(), name.len(), delta as i64) }
     }
 }
 
@@ -95,6 +101,9 @@ mod host {
     pub fn sleep_ms(ms: u32) {
         std::thread::sleep(std::time::Duration::from_millis(ms.into()));
     }
+    pub fn counter(name: &str, delta: u64) {
+        eprintln!("app counter: {name} += {delta}");
+    }
 }
 
 /// Writes a message to the worker's log (the host keeps the first 4 KiB of it).
@@ -105,6 +114,15 @@ pub fn log(msg: &str) {
 /// 64 random bits from the host (the module has no entropy source of its own).
 pub fn random_u64() -> u64 {
     host::random_u64()
+}
+
+/// Adds `delta` to the job's counter `name` (Google MapReduce §4.9, Hadoop counters):
+/// counted once per committed task, whatever attempts failed or were superseded, and
+/// shown in `GetJob`, `mr status` and the status page. Call it with totals (once per map
+/// or reduce call, not per record) where you can: each call crosses into the host. A task
+/// may use at most 64 names of at most 128 bytes, not starting with `mr.` (the built-ins).
+pub fn counter(name: &str, delta: u64) {
+    host::counter(name, delta)
 }
 
 /// Sleeps `ms` milliseconds. The host never sleeps past the task's deadline: if the

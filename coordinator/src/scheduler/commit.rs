@@ -2,8 +2,8 @@
 //! files are renamed into place (so a retried report or a restart finishes the same commit
 //! instead of failing it), the failure limit, lost intermediates, the end of a job.
 
-use super::{Cleanup, FailureKind, TaskResult, Transition, cleanup_scope};
-use crate::journal::{JournalError, Record, StoredEnding, StoredJobEnd, StoredSkipped};
+use super::{AttemptCounts, Cleanup, FailureKind, TaskResult, Transition, cleanup_scope};
+use crate::journal::{Counters, JournalError, Record, StoredEnding, StoredJobEnd, StoredSkipped};
 use crate::state::{AttemptId, AttemptOutcome, TaskKind, TaskState, millis, task_label};
 use mr_common::DataDir;
 use mr_common::data_dir::{intermediate_name, output_name};
@@ -57,6 +57,7 @@ impl Transition<'_> {
             TaskResult::Succeeded {
                 partitions,
                 skipped,
+                counts,
             } => {
                 // Only a committed attempt's skips count, and all of them together stay
                 // within the job's budget; past it, the attempt fails as the app's error.
@@ -119,6 +120,10 @@ impl Transition<'_> {
                 let all = partitions.len() == n_reduce as usize;
                 // Journal first: once the commit is durable, the renames below are only
                 // finishing it, and a restart finishes them too (see recovery).
+                let split_bytes = job.tasks(at.kind)[at.index as usize]
+                    .split
+                    .as_ref()
+                    .map_or(0, |s| s.length);
                 self.record(Record::TaskCommitted {
                     job_id: job_id.clone(),
                     kind: at.kind.into(),
@@ -127,6 +132,7 @@ impl Transition<'_> {
                     partitions: (at.kind == TaskKind::Map && !all).then_some(partitions),
                     at_ms: millis(self.wall),
                     skipped,
+                    counters: counters(at.kind, split_bytes, counts),
                 })?;
                 return Ok((
                     true,
@@ -298,6 +304,50 @@ impl Transition<'_> {
         self.work_ready = true;
         Ok(())
     }
+}
+
+/// Names of the built-in counters (`Job.counters` in the API).
+pub(crate) mod counter {
+    pub const MAP_INPUT_BYTES: &str = "mr.map_input_bytes";
+    pub const MAP_OUTPUT_RECORDS: &str = "mr.map_output_records";
+    pub const REDUCE_INPUT_RECORDS: &str = "mr.reduce_input_records";
+    pub const REDUCE_GROUPS: &str = "mr.reduce_groups";
+    pub const OUTPUT_BYTES: &str = "mr.output_bytes";
+    /// Most app counters one attempt may add (the worker enforces the same).
+    pub const MAX_USER: usize = 64;
+    pub const MAX_NAME: usize = 128;
+}
+
+/// A committed attempt's counters: the built-ins of its kind, then the app's own (at most
+/// [`counter::MAX_USER`] of them, none named like a built-in).
+fn counters(kind: TaskKind, split_bytes: u64, counts: AttemptCounts) -> Counters {
+    let mut out: Counters = counts
+        .user
+        .into_iter()
+        .filter(|(name, _)| {
+            !name.starts_with("mr.") && !name.is_empty() && name.len() <= counter::MAX_NAME
+        })
+        .take(counter::MAX_USER)
+        .collect();
+    let builtins = match kind {
+        TaskKind::Map => [
+            (counter::MAP_INPUT_BYTES, split_bytes),
+            (counter::MAP_OUTPUT_RECORDS, counts.records_out),
+        ]
+        .to_vec(),
+        TaskKind::Reduce => [
+            (counter::REDUCE_INPUT_RECORDS, counts.records_in),
+            (counter::REDUCE_GROUPS, counts.records_out),
+            (counter::OUTPUT_BYTES, counts.output_bytes),
+        ]
+        .to_vec(),
+    };
+    out.extend(
+        builtins
+            .into_iter()
+            .map(|(name, value)| (name.to_string(), value)),
+    );
+    out
 }
 
 /// A skipped record in messages: `input/f.txt@1234` (a map's line) or `key "k"` (a reduce's).

@@ -17,7 +17,7 @@
 //! failures), [`timers`] (deadlines, the no-worker watch, cleanups, retention, compaction),
 //! [`recovery`] (start-up from the journal). Every event costs O(log n) in the tasks.
 
-mod commit;
+pub(crate) mod commit;
 mod dispatch;
 mod recovery;
 mod timers;
@@ -81,6 +81,17 @@ pub struct Assignment {
     pub skip_budget: u64,
 }
 
+/// What a successful attempt counted (see [`Record::TaskCommitted`]'s counters).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AttemptCounts {
+    pub records_in: u64,
+    pub records_out: u64,
+    /// Reduce tasks: bytes of the output file.
+    pub output_bytes: u64,
+    /// The app's own counters (names with the built-ins' `mr.` prefix are dropped).
+    pub user: crate::journal::Counters,
+}
+
 /// What a worker reports about an attempt.
 #[derive(Clone, Debug)]
 pub enum TaskResult {
@@ -89,6 +100,8 @@ pub enum TaskResult {
     Succeeded {
         partitions: Vec<u32>,
         skipped: Vec<StoredSkipped>,
+        /// What the attempt counted: records in and out, output bytes, the app's counters.
+        counts: AttemptCounts,
     },
     Failed {
         kind: FailureKind,
@@ -293,6 +306,7 @@ impl Transition<'_> {
     /// Journals a record, then applies it.
     fn record(&mut self, record: Record) -> Result<(), JournalError> {
         self.inner.journal.append(&record)?;
+        crate::http::metrics::observe(&self.inner.state, &record);
         if let Some(job_id) = self
             .inner
             .state
