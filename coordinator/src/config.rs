@@ -99,6 +99,14 @@ pub struct CoordinatorConfig {
     /// TCP keepalive probes after this long without traffic (the kernel then closes a
     /// connection to a vanished host). Default 60 s; `None`: off.
     pub tcp_keepalive: Option<Duration>,
+    /// Most job API calls (`JobService`) in flight at once; one more is answered
+    /// `UNAVAILABLE` at once, so that a flood of users cannot starve the workers' calls.
+    /// Default 256.
+    pub max_job_calls: usize,
+    /// A call whose answer has not started within this is answered `DEADLINE_EXCEEDED`
+    /// (a long poll answers within `long_poll`; a stream's deadline covers its opening).
+    /// Default 60 s.
+    pub call_timeout: Duration,
     /// Largest app module `PushApp` accepts, in bytes. Default 64 MiB.
     pub max_app_bytes: u64,
     /// Most `WatchJob` streams open at once, over all clients. Default 256.
@@ -138,6 +146,8 @@ impl Default for CoordinatorConfig {
             http2_keepalive_interval: Duration::from_secs(30),
             http2_keepalive_timeout: Duration::from_secs(10),
             tcp_keepalive: Some(Duration::from_secs(60)),
+            max_job_calls: 256,
+            call_timeout: Duration::from_secs(60),
             max_app_bytes: 64 << 20,
             max_watch_streams: 256,
             max_watch_streams_per_client: 32,

@@ -12,6 +12,7 @@ pub mod auth;
 pub mod config;
 pub mod edge;
 pub mod error;
+pub mod guard;
 pub mod health;
 pub(crate) mod http;
 pub(crate) mod journal;
@@ -34,6 +35,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch as signal;
 use tonic::service::interceptor::InterceptedService;
+use tower::Layer;
 
 /// Why the coordinator could not start or keep serving.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +80,7 @@ pub async fn run(
         .http2_keepalive_interval(Some(config.http2_keepalive_interval))
         .http2_keepalive_timeout(Some(config.http2_keepalive_timeout))
         .layer(http::RequestMetricsLayer::grpc())
+        .layer(guard::SpanLayer)
         .layer(edge::CatchPanicLayer);
     let http_listener = match config.http_listen {
         Some(addr) => Some(
@@ -97,6 +100,7 @@ pub async fn run(
         config.apps_dir.clone(),
         data.state_dir().join("apps"),
     ));
+    let (call_timeout, max_job_calls) = (config.call_timeout, config.max_job_calls);
     let scheduler = Arc::new(Scheduler::open(config, data)?);
     let (stop_tx, stop_rx) = signal::channel(false);
     let services = Services::new(scheduler.clone(), apps, stop_rx.clone());
@@ -134,12 +138,15 @@ pub async fn run(
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_alpha)
+        // The token check first; then the deadline, and (job API only) the cap in flight.
         .add_service(InterceptedService::new(
-            JobServiceServer::new(services.clone()),
+            guard::GuardLayer::deadline(call_timeout)
+                .shedding(max_job_calls, "--max-job-calls")
+                .layer(JobServiceServer::new(services.clone())),
             auth.clone(),
         ))
         .add_service(InterceptedService::new(
-            CoordinatorServer::new(services),
+            guard::GuardLayer::deadline(call_timeout).layer(CoordinatorServer::new(services)),
             auth,
         ))
         .serve_with_incoming_shutdown(incoming, async {

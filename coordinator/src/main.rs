@@ -112,6 +112,12 @@ struct Cli {
     /// TCP keepalive probes after this long without traffic ("0s": off).
     #[arg(long, env = "MR_TCP_KEEPALIVE", default_value_t = default_duration(DEFAULTS.tcp_keepalive.unwrap_or_default()))]
     tcp_keepalive: humantime::Duration,
+    /// Most job API calls in flight at once; more are refused UNAVAILABLE at once.
+    #[arg(long, env = "MR_MAX_JOB_CALLS", default_value_t = DEFAULTS.max_job_calls)]
+    max_job_calls: usize,
+    /// Answer DEADLINE_EXCEEDED to a call not answered within this.
+    #[arg(long, env = "MR_CALL_TIMEOUT", default_value_t = default_duration(DEFAULTS.call_timeout))]
+    call_timeout: humantime::Duration,
     /// Largest app module an upload (PushApp, `mr apps push`) may have, in bytes.
     #[arg(long, env = "MR_MAX_APP_BYTES", default_value_t = DEFAULTS.max_app_bytes)]
     max_app_bytes: u64,
@@ -159,6 +165,8 @@ impl Cli {
             http2_keepalive_timeout: Duration::from(self.http2_keepalive_timeout)
                 .max(Duration::from_millis(100)),
             tcp_keepalive: Some(Duration::from(self.tcp_keepalive)).filter(|d| !d.is_zero()),
+            max_job_calls: self.max_job_calls,
+            call_timeout: self.call_timeout.into(),
             max_app_bytes: self.max_app_bytes,
             max_watch_streams: self.max_watch_streams,
             max_watch_streams_per_client: self.max_watch_streams_per_client,

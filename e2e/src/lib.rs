@@ -541,6 +541,15 @@ impl Interceptor for Bearer {
     }
 }
 
+/// How many of the job's attempts (in its task records) ended with `outcome`.
+pub fn attempts_with(job: &pb::Job, outcome: pb::AttemptOutcome) -> usize {
+    job.tasks
+        .iter()
+        .flat_map(|t| &t.history)
+        .filter(|a| a.outcome() == outcome)
+        .count()
+}
+
 pub fn is_terminal(state: pb::JobState) -> bool {
     matches!(
         state,

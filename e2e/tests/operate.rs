@@ -182,12 +182,7 @@ async fn counters_equal_the_inputs_figures_when_workers_are_killed_mid_job() {
     cluster.spawn_worker();
     let job = cluster.wait(&job_id, Duration::from_secs(120)).await;
     assert_eq!(job.state(), pb::JobState::Succeeded, "{}", job.error);
-    let timed_out = job
-        .tasks
-        .iter()
-        .flat_map(|t| &t.history)
-        .filter(|a| a.outcome() == pb::AttemptOutcome::TimedOut)
-        .count();
+    let timed_out = mr_e2e::attempts_with(&job, pb::AttemptOutcome::TimedOut);
     assert!(
         timed_out > 0,
         "the killed workers' attempts were lost and ran again"

@@ -98,12 +98,7 @@ async fn a_report_carries_the_next_task_when_asked() {
     assert!(reply.accepted);
     assert!(reply.next_task.is_none(), "{:?}", reply.next_task);
     let job = cluster.job(&job_id).await;
-    let running = job
-        .tasks
-        .iter()
-        .flat_map(|t| &t.history)
-        .filter(|a| a.outcome() == pb::AttemptOutcome::Running)
-        .count();
+    let running = mr_e2e::attempts_with(&job, pb::AttemptOutcome::Running);
     assert_eq!(
         running, 0,
         "no attempt was handed out without being asked for"
@@ -289,12 +284,7 @@ async fn a_worker_that_dies_holding_a_batch_loses_nothing() {
         &cluster.reference("wc", &inputs),
         "wc after a batch was lost",
     );
-    let timed_out = job
-        .tasks
-        .iter()
-        .flat_map(|t| &t.history)
-        .filter(|a| a.outcome() == pb::AttemptOutcome::TimedOut)
-        .count();
+    let timed_out = mr_e2e::attempts_with(&job, pb::AttemptOutcome::TimedOut);
     assert_eq!(timed_out, 8, "every task of the lost batch timed out once");
     // Its attempts are over: a late heartbeat hears that all of them are dropped.
     let reply = client
