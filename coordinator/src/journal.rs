@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Why the journal could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -97,8 +98,73 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
-/// Counters by name (a job's, or one committed attempt's).
-pub type Counters = std::collections::BTreeMap<String, u64>;
+/// One committed attempt's counters (or an archived job's sums), by name: a sorted boxed
+/// slice, so that a task holds them in one small allocation (a 100k-task job holds 100k of
+/// them), written as a JSON object.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counters(Box<[(Arc<str>, u64)]>);
+
+/// One shared copy of each built-in counter's name: a task's counters then allocate no
+/// name of their own (the app's counters do).
+static BUILTIN_NAMES: std::sync::LazyLock<Vec<Arc<str>>> = std::sync::LazyLock::new(|| {
+    crate::scheduler::BUILTIN_COUNTERS
+        .iter()
+        .map(|&name| Arc::from(name))
+        .collect()
+});
+
+fn counter_name(name: String) -> Arc<str> {
+    match BUILTIN_NAMES.iter().find(|b| ***b == *name) {
+        Some(shared) => shared.clone(),
+        None => Arc::from(name),
+    }
+}
+
+impl Counters {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn get(&self, name: &str) -> Option<u64> {
+        self.0
+            .binary_search_by(|(n, _)| (**n).cmp(name))
+            .ok()
+            .map(|i| self.0[i].1)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.0.iter().map(|(n, v)| (&**n, *v))
+    }
+}
+
+/// Values of a repeated name add up.
+impl<K: Into<String>> FromIterator<(K, u64)> for Counters {
+    fn from_iter<I: IntoIterator<Item = (K, u64)>>(iter: I) -> Self {
+        let mut sums = std::collections::BTreeMap::<String, u64>::new();
+        for (name, value) in iter {
+            let sum = sums.entry(name.into()).or_default();
+            *sum = sum.saturating_add(value);
+        }
+        Self(
+            sums.into_iter()
+                .map(|(n, v)| (counter_name(n), v))
+                .collect(),
+        )
+    }
+}
+
+impl Serialize for Counters {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for Counters {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let map = std::collections::BTreeMap::<String, u64>::deserialize(deserializer)?;
+        Ok(map.into_iter().collect())
+    }
+}
 
 /// One change of scheduling state.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

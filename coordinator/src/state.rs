@@ -172,7 +172,7 @@ impl Task {
             failures: 0,
             partitions: None,
             skipped: Vec::new(),
-            counters: Counters::new(),
+            counters: Counters::default(),
         }
     }
 
@@ -272,7 +272,7 @@ pub struct Job {
     /// Records skipped by the committed attempts of its tasks (the sum of their `skipped`).
     pub skipped_records: u64,
     /// The sum of its tasks' committed counters, kept as they change.
-    pub counters: Counters,
+    pub counters: BTreeMap<String, u64>,
     counts: [PhaseCounts; 2],
     idle: [BTreeSet<u32>; 2],
     running: [BTreeSet<(Instant, AttemptId)>; 2],
@@ -313,7 +313,7 @@ impl Job {
             finished_at: None,
             archived: false,
             skipped_records: 0,
-            counters: Counters::new(),
+            counters: BTreeMap::new(),
         }
     }
 
@@ -410,13 +410,13 @@ impl Job {
         };
         let old = std::mem::replace(&mut task.counters, counters);
         let new = task.counters.clone();
-        for (name, value) in old {
-            if let Some(sum) = self.counters.get_mut(&name) {
+        for (name, value) in old.iter() {
+            if let Some(sum) = self.counters.get_mut(name) {
                 *sum = sum.saturating_sub(value);
             }
         }
-        for (name, value) in new {
-            let sum = self.counters.entry(name).or_default();
+        for (name, value) in new.iter() {
+            let sum = self.counters.entry(name.to_string()).or_default();
             *sum = sum.saturating_add(value);
         }
     }
@@ -892,7 +892,7 @@ impl State {
                         // Its commit no longer stands, nor do the records it skipped
                         // or what it counted: the run that replaces it counts instead.
                         job.set_skipped(kind, i, Vec::new());
-                        job.set_counters(kind, i, Counters::new());
+                        job.set_counters(kind, i, Counters::default());
                     }
                 }
                 self.refresh(seq);
@@ -973,7 +973,7 @@ impl State {
                     finished_at: Some(from_millis(finished_at_ms)),
                     archived: true,
                     skipped_records,
-                    counters,
+                    counters: counters.iter().map(|(n, v)| (n.to_string(), v)).collect(),
                     counts: [counts(map), counts(reduce)],
                     idle: Default::default(),
                     running: Default::default(),
@@ -1162,7 +1162,7 @@ fn summary_of(job: &Job) -> Option<Record> {
         submitted_at_ms: millis(job.submitted_at),
         finished_at_ms: job.finished_at.map(millis).unwrap_or(0),
         skipped_records: job.skipped_records,
-        counters: job.counters.clone(),
+        counters: job.counters.iter().map(|(n, v)| (n.as_str(), *v)).collect(),
     })
 }
 

@@ -172,7 +172,7 @@ impl Metrics {
     /// Bytes and records of a commit, from its built-in counters.
     fn count_data(&self, counters: &crate::journal::Counters) {
         use crate::scheduler::commit::counter;
-        let get = |name: &str| counters.get(name).copied().unwrap_or(0);
+        let get = |name: &str| counters.get(name).unwrap_or(0);
         for (phase, direction, name) in [
             ("map", "out", counter::MAP_OUTPUT_RECORDS),
             ("reduce", "in", counter::REDUCE_INPUT_RECORDS),

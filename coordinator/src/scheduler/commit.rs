@@ -313,6 +313,14 @@ pub(crate) mod counter {
     pub const REDUCE_INPUT_RECORDS: &str = "mr.reduce_input_records";
     pub const REDUCE_GROUPS: &str = "mr.reduce_groups";
     pub const OUTPUT_BYTES: &str = "mr.output_bytes";
+    /// Every built-in, for the journal's shared names.
+    pub const ALL: [&str; 5] = [
+        MAP_INPUT_BYTES,
+        MAP_OUTPUT_RECORDS,
+        REDUCE_INPUT_RECORDS,
+        REDUCE_GROUPS,
+        OUTPUT_BYTES,
+    ];
     /// Most app counters one attempt may add (the worker enforces the same).
     pub const MAX_USER: usize = 64;
     pub const MAX_NAME: usize = 128;
@@ -321,14 +329,13 @@ pub(crate) mod counter {
 /// A committed attempt's counters: the built-ins of its kind, then the app's own (at most
 /// [`counter::MAX_USER`] of them, none named like a built-in).
 fn counters(kind: TaskKind, split_bytes: u64, counts: AttemptCounts) -> Counters {
-    let mut out: Counters = counts
+    let user = counts
         .user
         .into_iter()
         .filter(|(name, _)| {
             !name.starts_with("mr.") && !name.is_empty() && name.len() <= counter::MAX_NAME
         })
-        .take(counter::MAX_USER)
-        .collect();
+        .take(counter::MAX_USER);
     let builtins = match kind {
         TaskKind::Map => [
             (counter::MAP_INPUT_BYTES, split_bytes),
@@ -342,12 +349,12 @@ fn counters(kind: TaskKind, split_bytes: u64, counts: AttemptCounts) -> Counters
         ]
         .to_vec(),
     };
-    out.extend(
+    user.chain(
         builtins
             .into_iter()
             .map(|(name, value)| (name.to_string(), value)),
-    );
-    out
+    )
+    .collect()
 }
 
 /// A skipped record in messages: `input/f.txt@1234` (a map's line) or `key "k"` (a reduce's).

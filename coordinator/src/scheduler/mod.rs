@@ -42,6 +42,9 @@ use tokio::time::Instant;
 
 pub use timers::clean_job_dir;
 
+/// The names of the built-in counters.
+pub(crate) const BUILTIN_COUNTERS: [&str; 5] = commit::counter::ALL;
+
 /// Why a worker says an attempt failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FailureKind {
@@ -89,7 +92,7 @@ pub struct AttemptCounts {
     /// Reduce tasks: bytes of the output file.
     pub output_bytes: u64,
     /// The app's own counters (names with the built-ins' `mr.` prefix are dropped).
-    pub user: crate::journal::Counters,
+    pub user: std::collections::BTreeMap<String, u64>,
 }
 
 /// What a worker reports about an attempt.
