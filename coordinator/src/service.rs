@@ -370,6 +370,11 @@ impl Coordinator for Services {
     ) -> Result<Response<pb::RequestTaskResponse>, Status> {
         let host = request.remote_addr();
         let req = request.into_inner();
+        self.workers.compile_cache(
+            &req.worker,
+            req.compile_cache_hits,
+            req.compile_cache_misses,
+        );
         let config = self.scheduler.config();
         let wait = match req.wait_ms {
             0 => config.long_poll,
@@ -433,6 +438,11 @@ impl Coordinator for Services {
     ) -> Result<Response<pb::ReportTasksResponse>, Status> {
         let host = request.remote_addr();
         let req = request.into_inner();
+        self.workers.compile_cache(
+            &req.worker,
+            req.compile_cache_hits,
+            req.compile_cache_misses,
+        );
         let reports = req
             .reports
             .into_iter()

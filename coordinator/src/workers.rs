@@ -28,6 +28,8 @@ struct Seen {
     failed: u64,
     /// Long polls under way: a worker waiting for a task is alive, however long it waits.
     polls: u32,
+    /// Its compiled-app cache as it last said: hits, misses (compilations).
+    compile_cache: (u64, u64),
 }
 
 /// Every worker heard from, by id.
@@ -78,6 +80,20 @@ impl Workers {
         });
     }
 
+    /// What a worker said of its compiled-app cache (hits, misses since it started).
+    pub fn compile_cache(&self, worker: &str, hits: u64, misses: u64) {
+        self.called(worker, None, |s| s.compile_cache = (hits, misses));
+    }
+
+    /// The compiled-app cache figures of every worker heard from, summed (a restarted
+    /// worker starts again from 0).
+    pub fn compile_cache_totals(&self) -> (u64, u64) {
+        let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        seen.values().fold((0, 0), |(h, m), s| {
+            (h + s.compile_cache.0, m + s.compile_cache.1)
+        })
+    }
+
     /// A heartbeat; `dropped`: the attempts it holds that are no longer wanted.
     pub fn heartbeat(&self, worker: &str, host: Option<SocketAddr>, dropped: &[AttemptId]) {
         self.called(worker, host, |s| {
@@ -105,6 +121,7 @@ impl Workers {
             succeeded: 0,
             failed: 0,
             polls: 0,
+            compile_cache: (0, 0),
         });
         record.last = now;
         if let Some(addr) = host {

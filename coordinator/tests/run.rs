@@ -78,6 +78,7 @@ async fn a_job_of_thousands_of_tasks_runs_and_pages_through_the_api() {
             worker: "test".into(),
             wait_ms: 1_000,
             max_tasks: 1,
+            ..Default::default()
         })
         .await
         .expect("request")

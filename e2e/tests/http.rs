@@ -351,6 +351,14 @@ async fn metrics_prometheus_and_the_status_page_after_a_word_count() {
         value(r#"mr_records_total{phase="map",direction="out"}"#),
         counter("mr.map_output_records")
     );
+    // The workers' compiled-app caches: each compiled wc once at most, and every later task
+    // found it.
+    let misses = value(r#"mr_app_compile_cache{result="miss"}"#);
+    assert!(
+        (1.0..=3.0).contains(&misses),
+        "{misses} compilations by 3 workers"
+    );
+    assert!(value(r#"mr_app_compile_cache{result="hit"}"#) >= 1.0);
     // Submitted, every assignment, every task's commit, the end: one record each at least.
     let records = 1 + attempts + (map.total + reduce.total) as usize + 1;
     assert!(value("mr_journal_appends_total") >= records as f64);

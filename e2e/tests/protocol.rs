@@ -19,6 +19,7 @@ async fn next_task(client: &mut CoordinatorClient<tonic::transport::Channel>) ->
             worker: WORKER.into(),
             wait_ms: 5_000,
             max_tasks: 1,
+            ..Default::default()
         })
         .await
         .expect("request_task")
@@ -250,6 +251,7 @@ async fn a_worker_that_dies_holding_a_batch_loses_nothing() {
             worker: WORKER.into(),
             wait_ms: 5_000,
             max_tasks: 16,
+            ..Default::default()
         })
         .await
         .expect("request")

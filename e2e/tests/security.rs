@@ -113,6 +113,7 @@ async fn token_guards_the_job_and_worker_apis_but_not_health_or_reflection() {
             worker: "intruder".into(),
             wait_ms: 0,
             max_tasks: 1,
+            ..Default::default()
         })
         .await
         .expect_err("no token");

@@ -28,7 +28,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -127,6 +127,9 @@ pub struct AppRuntime {
     linker: Arc<Linker<HostState>>,
     cache: Arc<Mutex<HashMap<String, AppModule>>>,
     ticker: Arc<Ticker>,
+    /// Cache lookups that found the module, and compilations (shared by clones).
+    hits: Arc<AtomicU64>,
+    misses: Arc<AtomicU64>,
 }
 
 /// Owns the epoch thread: it stops when the last runtime or module is dropped.
@@ -200,6 +203,8 @@ impl AppRuntime {
             engine,
             linker: Arc::new(linker),
             cache: Arc::default(),
+            hits: Arc::default(),
+            misses: Arc::default(),
             ticker: Arc::new(ticker),
         })
     }
@@ -218,6 +223,7 @@ impl AppRuntime {
                 message: format!("the module's sha256 is {actual}, not {sha256}"),
             });
         }
+        self.misses.fetch_add(1, Ordering::Relaxed);
         let module = Module::new(&self.engine, wasm).map_err(|e| AppError::Compile {
             app: app.into(),
             message: format!("{e:#}"),
@@ -251,7 +257,19 @@ impl AppRuntime {
     /// The module compiled earlier for this content hash, if any.
     pub fn cached(&self, sha256: &str) -> Option<AppModule> {
         let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-        cache.get(&sha256.to_ascii_lowercase()).cloned()
+        let found = cache.get(&sha256.to_ascii_lowercase()).cloned();
+        if found.is_some() {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+        }
+        found
+    }
+
+    /// Lookups that found a module compiled, and compilations, since this runtime started.
+    pub fn cache_stats(&self) -> (u64, u64) {
+        (
+            self.hits.load(Ordering::Relaxed),
+            self.misses.load(Ordering::Relaxed),
+        )
     }
 }
 

@@ -246,10 +246,13 @@ impl Worker {
                 }
                 continue;
             }
+            let (compile_cache_hits, compile_cache_misses) = self.runtime.cache_stats();
             let request = pb::RequestTaskRequest {
                 worker: self.config.worker_id.clone(),
                 wait_ms: self.config.poll_wait.as_millis() as u32,
                 max_tasks: self.config.batch_tasks,
+                compile_cache_hits,
+                compile_cache_misses,
             };
             let mut client = self.client.clone();
             let response = tokio::select! {
@@ -521,10 +524,13 @@ impl Worker {
         if reports.is_empty() && max_next == 0 {
             return Vec::new();
         }
+        let (compile_cache_hits, compile_cache_misses) = self.runtime.cache_stats();
         let request = pb::ReportTasksRequest {
             worker: self.config.worker_id.clone(),
             reports,
             max_next,
+            compile_cache_hits,
+            compile_cache_misses,
         };
         let mut backoff = Backoff::new();
         for attempt in 1..=tries {

@@ -81,6 +81,8 @@ metrics! {
         "Records of committed attempts, by phase and direction: map out, reduce in, reduce out (one per key group)";
     bytes: Family<Direction, Counter> = Family::default(), "mr_bytes",
         "Bytes of committed attempts: in, the maps' input splits; out, the reduces' output files";
+    compile_cache: Family<CacheResult, Gauge> = Family::default(), "mr_app_compile_cache",
+        "Compiled-app cache lookups the workers heard from report (hit: found compiled; miss: compiled), summed over them (a restarted worker starts again from 0)";
     journal_appends: Counter = Counter::default(), "mr_journal_appends",
         "Records appended to the journal by scheduler events";
     grpc_requests: Family<GrpcLabels, Counter> = Family::default(), "mr_grpc_requests",
@@ -118,6 +120,11 @@ pub(crate) struct PhaseOutcome {
 pub(crate) struct PhaseDirection {
     pub(crate) phase: &'static str,
     pub(crate) direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct CacheResult {
+    pub(crate) result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -385,6 +392,12 @@ pub(crate) fn render(
     }
     for (state, n) in ["idle", "busy", "lost"].into_iter().zip(by_state) {
         m.workers.get_or_create(&WorkerStateLabel { state }).set(n);
+    }
+    let (hits, misses) = workers.compile_cache_totals();
+    for (result, n) in [("hit", hits), ("miss", misses)] {
+        m.compile_cache
+            .get_or_create(&CacheResult { result })
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
     let mut body = String::new();
     if openmetrics {
