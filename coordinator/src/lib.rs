@@ -12,7 +12,7 @@ pub mod auth;
 pub mod config;
 pub mod edge;
 pub mod error;
-pub mod guard;
+pub(crate) mod guard;
 pub mod health;
 pub(crate) mod http;
 pub(crate) mod journal;
