@@ -7,7 +7,8 @@
 //!   `UNAVAILABLE` at once, saying so (load shedding). Shedding wraps the job API only, so
 //!   that a flood of users' calls cannot take the runtime and the blocking pool from the
 //!   workers' calls, which have no such cap.
-//! - [`SpanLayer`]: every call runs in a `grpc` span naming its method and the peer, so
+//! - [`SpanLayer`] (on the gRPC and the HTTP server alike): every request runs in a
+//!   `request` span naming its path (a gRPC method) and the peer, so
 //!   that the handler's log lines (and the scheduler's, with their `job_id`, `task`,
 //!   `attempt` and `worker`) say which call they belong to. At debug level
 //!   (`RUST_LOG=mr_coordinator::guard=debug`), so that the default log stays as terse.
@@ -168,10 +169,16 @@ where
         let peer = request
             .extensions()
             .get::<tonic::transport::server::TcpConnectInfo>()
-            .and_then(|info| info.remote_addr());
+            .and_then(|info| info.remote_addr())
+            .or_else(|| {
+                request
+                    .extensions()
+                    .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                    .map(|info| info.0)
+            });
         let span = tracing::debug_span!(
-            "grpc",
-            method = request.uri().path(),
+            "request",
+            path = request.uri().path(),
             peer = peer.map(|p| p.to_string()).unwrap_or_default()
         );
         let future = span.in_scope(|| self.inner.call(request));

@@ -124,7 +124,7 @@ pub(crate) async fn serve(
     }
 }
 
-/// Every route, the token check and the request metrics.
+/// Every route, the token check, the request metrics and the request span.
 fn router(state: Arc<HttpState>) -> Router {
     let guarded = Router::new()
         .route("/", get(index))
@@ -139,6 +139,7 @@ fn router(state: Arc<HttpState>) -> Router {
         .merge(guarded)
         .fallback(not_found)
         .layer(RequestMetricsLayer::http())
+        .layer(crate::guard::SpanLayer)
         .with_state(state)
 }
 
