@@ -71,5 +71,8 @@ cat <<MSG
 == the cluster is still up
    scripts/compose.sh logs -f coordinator     # or: docker compose logs -f coordinator
    grpcurl ${auth}-plaintext -d '{"job_id":"$job"}' $addr mapreduce.v1.JobService/GetJob
+   target/release/mr --coordinator http://$addr status $job   # the CLI (make build), or:
+   docker exec \$(scripts/compose.sh ps -q coordinator) mr status $job
+   status page and metrics: http://127.0.0.1:${MR_HTTP_PORT:-8080}/  and  /metrics
    make down                                  # takes it away
 MSG
