@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the Wasm apps and copies them to <repo>/target/apps/<name>.wasm, where the
-# worker's tests and the local cluster look for them. Works from any directory.
+# worker's tests and the local cluster look for them: the Rust apps (<name>.wasm), the C
+# apps (<name>-c.wasm) and the Python apps (<name>-py.wasm). Works from any directory.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -19,4 +20,8 @@ cargo build --release \
 
 mkdir -p "$root/target/apps"
 cp "$here"/target/wasm32-unknown-unknown/release/*.wasm "$root/target/apps/"
+
+# The C apps (clang-19, core modules) and the Python apps (componentize-py, components).
+"$here/c/build.sh"
+"$here/python/build.sh"
 ls "$root/target/apps"

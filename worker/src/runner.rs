@@ -45,6 +45,9 @@ pub struct WorkerConfig {
     pub auth_token: Option<String>,
     /// The CA (and name) to verify an `https://` coordinator with.
     pub tls: ClientTls,
+    /// Where compiled apps are kept across restarts; None: the data folder's
+    /// `.mr/cache`, shared by the workers that share the folder.
+    pub cache_dir: Option<PathBuf>,
 }
 
 impl Default for WorkerConfig {
@@ -57,6 +60,7 @@ impl Default for WorkerConfig {
             batch_tasks: 16,
             auth_token: None,
             tls: ClientTls::default(),
+            cache_dir: None,
         }
     }
 }
@@ -180,7 +184,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), WorkerError> {
     let data = DataDir::open(&config.data_dir)?;
-    let runtime = Arc::new(AppRuntime::new()?);
+    let cache_dir = (config.cache_dir.clone()).unwrap_or_else(|| data.compile_cache_dir());
+    let runtime = Arc::new(AppRuntime::with_cache_dir(Some(&cache_dir))?);
     let endpoint = Endpoint::from_shared(config.coordinator.clone())
         .map_err(|e| WorkerError::BadAddress {
             addr: config.coordinator.clone(),

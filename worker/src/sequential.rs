@@ -24,12 +24,14 @@ pub enum SequentialError {
 }
 
 /// Runs `app_path` over `inputs` (paths relative to `data_dir`, which are also the documents'
-/// names) and writes the sorted `key value` lines to `out`.
+/// names) and writes the sorted `key value` lines to `out`. With `cache_dir`, the compiled
+/// app is kept there, as a worker keeps it.
 pub fn run(
     app_path: &Path,
     data_dir: &Path,
     inputs: &[String],
     limits: &Limits,
+    cache_dir: Option<&Path>,
     out: &mut impl Write,
 ) -> Result<(), SequentialError> {
     let io = |what: String| move |source| SequentialError::Io { what, source };
@@ -38,7 +40,7 @@ pub fn run(
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let runtime = AppRuntime::new()?;
+    let runtime = AppRuntime::with_cache_dir(cache_dir)?;
     let module = runtime.load(&name, &hex::encode(Sha256::digest(&wasm)), &wasm)?;
 
     let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();

@@ -1,19 +1,27 @@
-//! Runs map/reduce apps: WebAssembly modules, sandboxed in wasmtime.
+//! Runs map/reduce apps: WebAssembly, sandboxed in wasmtime.
 //!
-//! An app is untrusted code uploaded by a user, so the worker runs it as a core Wasm
-//! module with no WASI: it can touch its own linear memory and call the four functions
-//! of import module `"mr"` (`log`, `fail`, `random_u64`, `sleep_ms`), nothing else —
-//! no files, sockets or clock. Each call also gets a wall-clock deadline and a memory
-//! cap, so a looping or hoarding app costs one failed task and never the worker. The
-//! byte layouts of the ABI are specified in `apps-wasm/README.md`.
+//! An app is untrusted code uploaded by a user, in one of two forms
+//! (`mr_common::app_interface`):
+//! - a core Wasm module with no WASI (Rust and C apps, the fast path): it can touch its
+//!   own linear memory and call the functions of import module `"mr"` (`log`, `fail`,
+//!   `counter`, `random_u64`, `sleep_ms`), nothing else;
+//! - a component of the WIT world `mapreduce:app/app` (Python apps; [`component`]): the
+//!   same calls with the same flat record buffers, plus WASI 0.2 with no files, sockets,
+//!   environment or real clock.
+//!
+//! Each call also gets a wall-clock deadline and a memory cap, in either form, so a looping
+//! or hoarding app costs one failed task and never the worker. The byte layouts of the
+//! ABI are specified in `apps-wasm/README.md`.
 //!
 //! Design choices:
 //! - One [`wasmtime::Engine`] per worker, with epoch interruption: a background thread
 //!   bumps the epoch every [`TICK`], and each store's epoch callback compares the clock
 //!   with its deadline. Epochs cost one load and compare per loop back-edge, far less
 //!   than fuel metering, and the deadline stays in wall-clock time, as the lab's tasks'.
-//! - Compiled modules are cached by their sha256, so a job's thousands of tasks compile
-//!   the app once per worker.
+//! - Compiled apps are cached by their sha256, in memory (a job's thousands of tasks
+//!   compile the app once per worker) and on disk ([`cache`], `--cache-dir`: once per
+//!   cache folder, not again after a restart; a CPython component takes seconds to
+//!   compile).
 //! - A map call gets a fresh instance (zeroed memory): no state leaks between tasks, and
 //!   a 16 MiB split's garbage is dropped with the instance. A reduce task keeps one
 //!   instance for all its batches, because instantiating per key would cost more than
@@ -40,6 +48,11 @@ use wasmtime::{
     TypedFunc, UpdateDeadline,
 };
 
+pub mod cache;
+pub(crate) mod component;
+
+use mr_common::app_interface::Kind;
+
 /// The app ABI version this host speaks (`mr_abi_version()` must return it).
 pub const ABI_VERSION: i32 = 1;
 
@@ -55,6 +68,14 @@ const MAX_LOGS_PER_INSTANCE: u32 = 1000;
 /// Instances that may exist at once in one worker: the running task's, plus those of
 /// dropped attempts still winding down (each until its time limit at most).
 const POOL_SLOTS: u32 = 64;
+
+/// Core instances (and tables, and memories) a component may consist of: a CPython
+/// component (componentize-py) links about ten core modules.
+const CORE_PER_COMPONENT: u32 = 32;
+
+/// Largest table a pooled instance may have: CPython's function table has tens of
+/// thousands of entries.
+const TABLE_ELEMENTS: usize = 1 << 18;
 
 /// Bytes of each pooled memory (and table) kept mapped and zeroed with memset on reuse.
 const KEEP_RESIDENT: usize = 2 << 20;
@@ -125,7 +146,10 @@ pub enum AppError {
 pub struct AppRuntime {
     engine: Engine,
     linker: Arc<Linker<HostState>>,
+    component_linker: Arc<wasmtime::component::Linker<HostState>>,
     cache: Arc<Mutex<HashMap<String, AppModule>>>,
+    /// Compiled code on disk, when the worker has a cache folder.
+    disk: Option<Arc<cache::DiskCache>>,
     ticker: Arc<Ticker>,
     /// Cache lookups that found the module, and compilations (shared by clones).
     hits: Arc<AtomicU64>,
@@ -161,9 +185,17 @@ impl fmt::Debug for AppRuntime {
 }
 
 impl AppRuntime {
-    /// Creates the engine and starts its epoch thread. Fails (as `Compile`, app
-    /// "(runtime)") only if the engine or the thread cannot be created.
+    /// Creates the engine and starts its epoch thread, with compiled apps cached in memory
+    /// only. Fails (as `Compile`, app "(runtime)") only if the engine or the thread cannot
+    /// be created.
     pub fn new() -> Result<Self, AppError> {
+        Self::with_cache_dir(None)
+    }
+
+    /// The same, with compiled apps also kept in `cache_dir` (created if missing). A
+    /// folder that cannot be used is logged and skipped: the cache saves time, it is never
+    /// needed.
+    pub fn with_cache_dir(cache_dir: Option<&std::path::Path>) -> Result<Self, AppError> {
         let setup = |message: String| AppError::Compile {
             app: "(runtime)".into(),
             message,
@@ -177,9 +209,16 @@ impl AppRuntime {
         // stay mapped and are zeroed in place when it is freed: a tiny task then costs no
         // mmap/munmap (and no TLB shootdown across threads), nor fresh page faults.
         let mut pool = PoolingAllocationConfig::new();
-        pool.total_core_instances(POOL_SLOTS)
-            .total_memories(POOL_SLOTS)
-            .total_tables(POOL_SLOTS)
+        pool.total_component_instances(POOL_SLOTS)
+            .total_core_instances(POOL_SLOTS * 4)
+            .total_memories(POOL_SLOTS * 2)
+            .total_tables(POOL_SLOTS * 4)
+            .max_core_instances_per_component(CORE_PER_COMPONENT)
+            .max_memories_per_component(CORE_PER_COMPONENT)
+            .max_tables_per_component(CORE_PER_COMPONENT)
+            .max_component_instance_size(1 << 20)
+            .max_core_instance_size(4 << 20)
+            .table_elements(TABLE_ELEMENTS)
             .max_unused_warm_slots(POOL_SLOTS)
             .linear_memory_keep_resident(KEEP_RESIDENT)
             .table_keep_resident(KEEP_RESIDENT)
@@ -197,52 +236,92 @@ impl AppRuntime {
         }
         let engine = Engine::new(&config).map_err(|e| setup(format!("{e:#}")))?;
         let linker = host_linker(&engine).map_err(|e| setup(format!("{e:#}")))?;
+        let component_linker = component::linker(&engine).map_err(|e| setup(format!("{e:#}")))?;
         let ticker = Ticker::start(engine.clone())
             .map_err(|e| setup(format!("cannot start the epoch thread: {e}")))?;
+        let disk = cache_dir.and_then(|dir| cache::DiskCache::open(dir, &engine).map(Arc::new));
         Ok(Self {
             engine,
             linker: Arc::new(linker),
+            component_linker: Arc::new(component_linker),
             cache: Arc::default(),
+            disk,
             hits: Arc::default(),
             misses: Arc::default(),
             ticker: Arc::new(ticker),
         })
     }
 
-    /// Compiles (or returns the cached) module for this content hash. `app` is the
-    /// app's name for messages. The bytes must hash to `sha256` (hex): the cache trusts
-    /// the hash, so a mismatch is refused rather than cached under the wrong name.
+    /// Compiles (or returns the cached) app for this content hash. `app` is the app's
+    /// name for messages. The bytes must hash to `sha256` (hex): the caches trust the
+    /// hash, so a mismatch is refused rather than cached under the wrong name.
     pub fn load(&self, app: &str, sha256: &str, wasm: &[u8]) -> Result<AppModule, AppError> {
         if let Some(module) = self.cached(sha256) {
             return Ok(module.named(app));
         }
+        let sha256 = sha256.to_ascii_lowercase();
         let actual = hex::encode(Sha256::digest(wasm));
-        if !actual.eq_ignore_ascii_case(sha256) {
+        if actual != sha256 {
             return Err(AppError::Compile {
                 app: app.into(),
                 message: format!("the module's sha256 is {actual}, not {sha256}"),
             });
         }
-        self.misses.fetch_add(1, Ordering::Relaxed);
-        let module = Module::new(&self.engine, wasm).map_err(|e| AppError::Compile {
-            app: app.into(),
-            message: format!("{e:#}"),
-        })?;
-        // Valid (it compiled): now the app interface, as the coordinator checks uploads.
-        mr_common::app_interface::check(wasm).map_err(|message| AppError::Abi {
+        // The app interface first, as the coordinator checks uploads: cheap, and its
+        // messages say more than a failed link.
+        let kind = mr_common::app_interface::check(wasm).map_err(|message| AppError::Abi {
             app: app.into(),
             message,
         })?;
-        let pre = self
-            .linker
-            .instantiate_pre(&module)
-            .map_err(|e| AppError::Abi {
-                app: app.into(),
-                message: format!("{e:#}"),
-            })?;
+        let compile_error = |e: wasmtime::Error| AppError::Compile {
+            app: app.into(),
+            message: format!("{e:#}"),
+        };
+        let abi_error = |e: wasmtime::Error| AppError::Abi {
+            app: app.into(),
+            message: format!("{e:#}"),
+        };
+        let code = match kind {
+            Kind::Module => {
+                let module = self
+                    .compile(
+                        &sha256,
+                        kind,
+                        || Module::new(&self.engine, wasm),
+                        |bytes| {
+                            // SAFETY: `bytes` were written by `Module::serialize` of an engine with
+                            // this configuration (the cache key holds its hash) and are checked
+                            // against their own sha256 before use (cache::DiskCache::get).
+                            unsafe { Module::deserialize(&self.engine, bytes) }
+                        },
+                        Module::serialize,
+                    )
+                    .map_err(compile_error)?;
+                Code::Core(self.linker.instantiate_pre(&module).map_err(abi_error)?)
+            }
+            Kind::Component => {
+                let component = self
+                    .compile(
+                        &sha256,
+                        kind,
+                        || wasmtime::component::Component::new(&self.engine, wasm),
+                        |bytes| {
+                            // SAFETY: as for modules above, from `Component::serialize`.
+                            unsafe {
+                                wasmtime::component::Component::deserialize(&self.engine, bytes)
+                            }
+                        },
+                        wasmtime::component::Component::serialize,
+                    )
+                    .map_err(compile_error)?;
+                Code::Component(
+                    component::Pre::new(&self.component_linker, &component).map_err(abi_error)?,
+                )
+            }
+        };
         let loaded = AppModule {
             name: app.into(),
-            pre,
+            code,
             cancel: None,
             _ticker: self.ticker.clone(),
         };
@@ -250,8 +329,41 @@ impl AppRuntime {
         self.cache
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(sha256.to_ascii_lowercase(), loaded.clone());
+            .insert(sha256, loaded.clone());
         Ok(loaded)
+    }
+
+    /// The compiled code of an app: from the disk cache when it holds a sound entry,
+    /// else compiled now (and saved there for next time).
+    fn compile<T>(
+        &self,
+        sha256: &str,
+        kind: Kind,
+        compile: impl FnOnce() -> wasmtime::Result<T>,
+        deserialize: impl Fn(&[u8]) -> wasmtime::Result<T>,
+        serialize: impl Fn(&T) -> wasmtime::Result<Vec<u8>>,
+    ) -> wasmtime::Result<T> {
+        let Some(disk) = &self.disk else {
+            self.misses.fetch_add(1, Ordering::Relaxed);
+            return compile();
+        };
+        if let Some(bytes) = disk.get(sha256, kind) {
+            match deserialize(&bytes) {
+                Ok(code) => {
+                    self.hits.fetch_add(1, Ordering::Relaxed);
+                    return Ok(code);
+                }
+                // Sound bytes the engine refuses (another build of the worker): rebuilt.
+                Err(e) => disk.discard(sha256, kind, &format!("{e:#}")),
+            }
+        }
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        let code = compile()?;
+        match serialize(&code) {
+            Ok(bytes) => disk.put(sha256, kind, &bytes),
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "cannot serialize compiled app"),
+        }
+        Ok(code)
     }
 
     /// The module compiled earlier for this content hash, if any.
@@ -287,6 +399,8 @@ struct HostState {
     cancel: Option<CancelToken>,
     /// What the app added to its counters since they were last taken.
     counters: Counters,
+    /// WASI for a component that imports it, made on its first use.
+    wasi: Option<Box<component::Wasi>>,
 }
 
 impl HostState {
@@ -357,6 +471,51 @@ impl ResourceLimiter for Limiter {
     }
 }
 
+impl HostState {
+    /// `log`: an app's message for the worker's log, rate-limited per instance.
+    fn log(&mut self, msg: &str) {
+        self.logs = self.logs.saturating_add(1);
+        if self.logs <= MAX_LOGS_PER_INSTANCE {
+            tracing::info!(target: "app", app = %self.app, "{msg}");
+        } else if self.logs == MAX_LOGS_PER_INSTANCE + 1 {
+            tracing::warn!(target: "app", app = %self.app,
+                "more than {MAX_LOGS_PER_INSTANCE} log messages: dropping the rest");
+        }
+    }
+
+    /// `fail`: ends the call with the app's message (the error traps the instance).
+    fn fail(&mut self, msg: String) -> wasmtime::Error {
+        self.cause = Some(Cause::AppFailed(msg));
+        wasmtime::Error::msg("the app called mr.fail")
+    }
+
+    /// An ABI violation seen by a host function: ends the call with `msg`.
+    fn abi_violation(&mut self, msg: String) -> wasmtime::Error {
+        self.cause = Some(Cause::Abi(msg.clone()));
+        wasmtime::Error::msg(msg)
+    }
+
+    /// `counter`: adds `delta` to the app counter `name`, within the limits.
+    fn counter(&mut self, name: String, delta: u64) -> wasmtime::Result<()> {
+        if name.is_empty() || name.starts_with(RESERVED_COUNTER_PREFIX) {
+            return Err(self.abi_violation(format!("mr.counter: {name:?} is not a counter name an app may use (empty, or starts with {RESERVED_COUNTER_PREFIX:?}, the built-ins)")));
+        }
+        if name.len() > MAX_COUNTER_NAME {
+            return Err(self.abi_violation(format!(
+                "mr.counter: a counter name is at most {MAX_COUNTER_NAME} bytes"
+            )));
+        }
+        if !self.counters.contains_key(&name) && self.counters.len() >= MAX_COUNTERS {
+            return Err(self.abi_violation(format!(
+                "mr.counter: more than {MAX_COUNTERS} counter names in one task"
+            )));
+        }
+        let slot = self.counters.entry(name).or_default();
+        *slot = slot.saturating_add(delta);
+        Ok(())
+    }
+}
+
 fn host_linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
     let mut linker = Linker::new(engine);
     linker.func_wrap(
@@ -364,14 +523,7 @@ fn host_linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
         "log",
         |mut caller: Caller<'_, HostState>, ptr: i32, len: i32| -> wasmtime::Result<()> {
             let msg = guest_message(&mut caller, "mr.log", ptr, len)?;
-            let state = caller.data_mut();
-            state.logs = state.logs.saturating_add(1);
-            if state.logs <= MAX_LOGS_PER_INSTANCE {
-                tracing::info!(target: "app", app = %state.app, "{msg}");
-            } else if state.logs == MAX_LOGS_PER_INSTANCE + 1 {
-                tracing::warn!(target: "app", app = %state.app,
-                    "more than {MAX_LOGS_PER_INSTANCE} log messages: dropping the rest");
-            }
+            caller.data_mut().log(&msg);
             Ok(())
         },
     )?;
@@ -380,33 +532,26 @@ fn host_linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
         "fail",
         |mut caller: Caller<'_, HostState>, ptr: i32, len: i32| -> wasmtime::Result<()> {
             let msg = guest_message(&mut caller, "mr.fail", ptr, len)?;
-            caller.data_mut().cause = Some(Cause::AppFailed(msg));
             // Trap here rather than trusting the app to trap after the call.
-            Err(wasmtime::Error::msg("the app called mr.fail"))
+            Err(caller.data_mut().fail(msg))
         },
     )?;
     linker.func_wrap(
         "mr",
         "counter",
-        |mut caller: Caller<'_, HostState>, ptr: i32, len: i32, delta: i64| -> wasmtime::Result<()> {
-            let abi = |caller: &mut Caller<'_, HostState>, msg: String| {
-                caller.data_mut().cause = Some(Cause::Abi(msg.clone()));
-                Err(wasmtime::Error::msg(msg))
-            };
+        |mut caller: Caller<'_, HostState>,
+         ptr: i32,
+         len: i32,
+         delta: i64|
+         -> wasmtime::Result<()> {
+            // Checked before the name is read, so that a huge length costs nothing.
             if usize::try_from(len).map_or(true, |l| l > MAX_COUNTER_NAME) {
-                return abi(&mut caller, format!("mr.counter: a counter name is at most {MAX_COUNTER_NAME} bytes"));
+                return Err(caller.data_mut().abi_violation(format!(
+                    "mr.counter: a counter name is at most {MAX_COUNTER_NAME} bytes"
+                )));
             }
             let name = guest_message(&mut caller, "mr.counter", ptr, len)?;
-            if name.is_empty() || name.starts_with(RESERVED_COUNTER_PREFIX) {
-                return abi(&mut caller, format!("mr.counter: {name:?} is not a counter name an app may use (empty, or starts with {RESERVED_COUNTER_PREFIX:?}, the built-ins)"));
-            }
-            let counters = &mut caller.data_mut().counters;
-            if !counters.contains_key(&name) && counters.len() >= MAX_COUNTERS {
-                return abi(&mut caller, format!("mr.counter: more than {MAX_COUNTERS} counter names in one task"));
-            }
-            let slot = counters.entry(name).or_default();
-            *slot = slot.saturating_add(delta as u64);
-            Ok(())
+            caller.data_mut().counter(name, delta as u64)
         },
     )?;
     linker.func_wrap("mr", "random_u64", || -> i64 { rand::random() })?;
@@ -485,7 +630,7 @@ fn guest_slice(memory: &[u8], ptr: u32, len: u32) -> Option<&[u8]> {
 #[derive(Clone)]
 pub struct AppModule {
     name: Arc<str>,
-    pre: InstancePre<HostState>,
+    code: Code,
     /// Set for one task's use of the module: stops its calls when cancelled.
     cancel: Option<CancelToken>,
     /// Keeps the epoch ticking while the module can run, even without its runtime:
@@ -499,6 +644,13 @@ impl fmt::Debug for AppModule {
             .field("name", &self.name)
             .finish()
     }
+}
+
+/// An app's compiled code, linked to the host functions.
+#[derive(Clone)]
+enum Code {
+    Core(InstancePre<HostState>),
+    Component(component::Pre),
 }
 
 /// A live instance and its ABI exports.
@@ -544,25 +696,45 @@ impl AppModule {
         input_name: &str,
         contents: &[u8],
     ) -> Result<MapOutput, AppError> {
-        let Ok(name_len) = u32::try_from(input_name.len()) else {
-            return Err(self.abi("the input name is longer than 4 GiB".into()));
+        let (output, counters) = match &self.code {
+            Code::Core(pre) => {
+                let Ok(name_len) = u32::try_from(input_name.len()) else {
+                    return Err(self.abi("the input name is longer than 4 GiB".into()));
+                };
+                let mut instance = self.instantiate(pre, limits, "mr_map")?;
+                let header = name_len.to_le_bytes();
+                // Written straight into the guest's buffer: a split is not copied twice.
+                let (ptr, len) = instance.call(&[&header, input_name.as_bytes(), contents])?;
+                let output = instance.output(ptr, len)?.to_vec();
+                let counters = std::mem::take(&mut instance.store.data_mut().counters);
+                (output, counters)
+            }
+            Code::Component(pre) => {
+                let mut session = component::Session::new(pre, self.store(pre.engine(), limits))
+                    .map_err(|(mut store, e)| classify(&self.name, limits, &mut store, e))?;
+                let output = session.map(limits, input_name, contents)?;
+                (output, session.take_counters())
+            }
         };
-        let mut instance = self.instantiate(limits, "mr_map")?;
-        let header = name_len.to_le_bytes();
-        // Written straight into the guest's buffer: a split is not copied twice.
-        let (ptr, len) = instance.call(&[&header, input_name.as_bytes(), contents])?;
-        let output = instance.output(ptr, len)?;
-        let mut output = MapOutput::parse(output.to_vec())
-            .map_err(|e| self.abi(format!("malformed map output: {e}")))?;
-        output.counters = std::mem::take(&mut instance.store.data_mut().counters);
+        let mut output =
+            MapOutput::parse(output).map_err(|e| self.abi(format!("malformed map output: {e}")))?;
+        output.counters = counters;
         Ok(output)
     }
 
     /// A reduce session: ONE instance for a whole reduce task; the deadline covers the
     /// session, from this call on.
     pub fn reducer(&self, limits: &Limits) -> Result<Reducer, AppError> {
+        let session = match &self.code {
+            Code::Core(pre) => Session::Core(self.instantiate(pre, limits, "mr_reduce")?),
+            Code::Component(pre) => Session::Component(
+                component::Session::new(pre, self.store(pre.engine(), limits))
+                    .map_err(|(mut store, e)| classify(&self.name, limits, &mut store, e))?,
+            ),
+        };
         Ok(Reducer {
-            instance: self.instantiate(limits, "mr_reduce")?,
+            session,
+            limits: *limits,
             failed: None,
         })
     }
@@ -574,7 +746,8 @@ impl AppModule {
         }
     }
 
-    fn instantiate(&self, limits: &Limits, entry: &str) -> Result<Instance, AppError> {
+    /// A store for one instance: its deadline, memory cap and cancellation.
+    fn store(&self, engine: &Engine, limits: &Limits) -> Store<HostState> {
         let limit = usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX);
         let state = HostState {
             app: self.name.clone(),
@@ -593,8 +766,9 @@ impl AppModule {
             logs: 0,
             cancel: self.cancel.clone(),
             counters: Counters::new(),
+            wasi: None,
         };
-        let mut store = Store::new(self.pre.module().engine(), state);
+        let mut store = Store::new(engine, state);
         store.limiter(|state| &mut state.limiter);
         // Consulted at every tick: the wall clock, not a tick count, decides, so a late
         // or skipped tick cannot stretch or shrink the limit.
@@ -610,8 +784,17 @@ impl AppModule {
             Err(wasmtime::Error::msg("time limit reached"))
         });
         store.set_epoch_deadline(1);
+        store
+    }
 
-        let instance = match self.pre.instantiate(&mut store) {
+    fn instantiate(
+        &self,
+        pre: &InstancePre<HostState>,
+        limits: &Limits,
+        entry: &str,
+    ) -> Result<Instance, AppError> {
+        let mut store = self.store(pre.module().engine(), limits);
+        let instance = match pre.instantiate(&mut store) {
             Ok(instance) => instance,
             Err(e) => return Err(classify(&self.name, limits, &mut store, e)),
         };
@@ -961,25 +1144,49 @@ impl GroupWriter<'_> {
 
 /// A reduce session: one instance for a whole reduce task.
 pub struct Reducer {
-    instance: Instance,
+    session: Session,
+    limits: Limits,
     /// After a failure the instance's state is unknown: later batches get this error.
     failed: Option<AppError>,
+}
+
+/// The instance of a reduce session, in the app's form.
+enum Session {
+    Core(Instance),
+    Component(component::Session),
 }
 
 impl fmt::Debug for Reducer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Reducer")
-            .field("app", &self.instance.store.data().app)
+            .field("app", &self.state().app)
             .field("failed", &self.failed)
             .finish()
     }
 }
 
 impl Reducer {
+    fn state(&self) -> &HostState {
+        match &self.session {
+            Session::Core(instance) => instance.store.data(),
+            Session::Component(session) => session.state(),
+        }
+    }
+
+    fn abi(&self, message: String) -> AppError {
+        AppError::Abi {
+            app: self.state().app.to_string(),
+            message,
+        }
+    }
+
     /// Takes what the app added to its counters in the calls since the last take. Only
     /// meaningful after successful calls: a failed one poisons the session.
     pub fn take_counters(&mut self) -> Counters {
-        std::mem::take(&mut self.instance.store.data_mut().counters)
+        match &mut self.session {
+            Session::Core(instance) => std::mem::take(&mut instance.store.data_mut().counters),
+            Session::Component(session) => session.take_counters(),
+        }
     }
 
     /// Reduces a batch of groups; returns one value per group (same order).
@@ -996,17 +1203,23 @@ impl Reducer {
 
     fn run(&mut self, batch: &ReduceBatch) -> Result<Vec<Vec<u8>>, AppError> {
         if batch.oversize {
-            return Err(self
-                .instance
-                .abi("a key or value of the batch is over 4 GiB".into()));
+            return Err(self.abi("a key or value of the batch is over 4 GiB".into()));
         }
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        let (ptr, len) = self.instance.call(&[batch.as_bytes()])?;
-        let output = self.instance.output(ptr, len)?;
-        parse_values(output, batch.len()).map_err(|e| {
-            self.instance.abi(format!(
+        let parsed = match &mut self.session {
+            Session::Core(instance) => {
+                let (ptr, len) = instance.call(&[batch.as_bytes()])?;
+                parse_values(instance.output(ptr, len)?, batch.len())
+            }
+            Session::Component(session) => {
+                let output = session.reduce(&self.limits, batch.as_bytes())?;
+                parse_values(&output, batch.len())
+            }
+        };
+        parsed.map_err(|e| {
+            self.abi(format!(
                 "malformed reduce output for {} groups: {e}",
                 batch.len()
             ))
