@@ -57,6 +57,9 @@ for b in "${bins[@]}"; do
   chmod 0755 "$ctx/rootfs/usr/local/bin/$b"
 done
 install -m 0644 target/apps/*.wasm "$ctx/rootfs/apps/"
+# The hostile Python and C apps exist for the sandbox tests, which run them outside
+# containers; at ~19 MB, the Python one is not worth shipping.
+rm -f "$ctx/rootfs/apps/"hostile-*.wasm
 install -m 0644 "$certs" "$ctx/rootfs/etc/ssl/certs/ca-certificates.crt"
 # Names for the default user, so tools that look uids up show `mr`, not a number.
 printf 'root:x:0:0:root:/:/sbin/nologin\nmr:x:10001:10001:mr:/data:/sbin/nologin\n' >"$ctx/rootfs/etc/passwd"

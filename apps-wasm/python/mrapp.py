@@ -61,8 +61,14 @@ def _letter_class() -> str:
 
 
 _LETTERS = _letter_class()
+# The exact rule. Slow as a scanner (sre tests a non-letter against every range of the
+# class above U+FFFF), so it only splits the rare candidate runs below.
 _WORD = re.compile(f"[{_LETTERS}]+")
 _NOT_LETTER = re.compile(f"[^{_LETTERS}]")
+# Runs of word characters that are not decimal digits or "_": letters, plus the few
+# numeric characters Python counts as alphanumeric (², ½, Ⅻ). A fast, built-in category
+# test; a run that holds such a character is split again by the exact rule.
+_CANDIDATE = re.compile(r"[^\W\d_]+")
 
 # Text is searched in pieces of about this many characters, each cut where a letter run
 # ends, so that a 16 MiB split never becomes one list of millions of words.
@@ -81,7 +87,15 @@ def words(contents: bytes):
         else:
             stop = _NOT_LETTER.search(text, cut)
             cut = stop.start() if stop else end
-        yield from _WORD.findall(text, at, cut)
+        runs = _CANDIDATE.findall(text, at, cut)
+        if all(map(str.isalpha, runs)):
+            yield from runs
+        else:
+            for run in runs:
+                if run.isalpha():
+                    yield run
+                else:
+                    yield from _WORD.findall(run)
         at = cut
 
 

@@ -425,6 +425,48 @@ pub fn write_counts(out: &mut impl Write, counts: &[(Box<[u8]>, u64)]) -> io::Re
     out.write_all(&buf)
 }
 
+/// The inverted index of the `indexer` apps, computed natively: one line per word,
+/// `word n doc1,doc2,...` with the `n` distinct documents holding it (sorted), lines sorted.
+/// `docs` pairs each document's name (what the app sees: the data-relative input path)
+/// with its file. Independent of the apps, as [`native_word_count`] is.
+pub fn native_index(docs: &[(String, PathBuf)]) -> io::Result<Vec<u8>> {
+    let mut docs: Vec<&(String, PathBuf)> = docs.iter().collect();
+    docs.sort_by(|a, b| a.0.cmp(&b.0));
+    docs.dedup_by(|a, b| a.0 == b.0);
+    let letters = Letters::new();
+    // word -> indexes into `docs`, ascending (documents are visited in order).
+    let mut index: rustc_hash::FxHashMap<Box<[u8]>, Vec<usize>> = Default::default();
+    for (d, (_, path)) in docs.iter().enumerate() {
+        let text = std::fs::read(path)?;
+        for_each_word_at(&text, &letters, |s, e| {
+            let word = &text[s..e];
+            match index.get_mut(word) {
+                Some(list) => {
+                    if list.last() != Some(&d) {
+                        list.push(d);
+                    }
+                }
+                None => {
+                    index.insert(word.into(), vec![d]);
+                }
+            }
+        });
+    }
+    let mut lines: Vec<Vec<u8>> = index
+        .into_iter()
+        .map(|(word, list)| {
+            let mut line = word.into_vec();
+            line.extend_from_slice(format!(" {} ", list.len()).as_bytes());
+            let names: Vec<&str> = list.iter().map(|&d| docs[d].0.as_str()).collect();
+            line.extend_from_slice(names.join(",").as_bytes());
+            line.push(b'\n');
+            line
+        })
+        .collect();
+    lines.sort_unstable();
+    Ok(lines.concat())
+}
+
 // ---------------------------------------------------------------------------------------
 // The corpus.
 

@@ -210,3 +210,65 @@ fn signature(params: &[ValType], results: &[ValType]) -> String {
     };
     format!("({}) -> {}", list(params), list(results))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A component with these imports and exported function names (types are the
+    /// worker's concern).
+    fn component(imports: &[&str], exports: &[&str]) -> Vec<u8> {
+        let imports: String = imports
+            .iter()
+            .map(|name| format!("(import \"{name}\" (instance))"))
+            .collect();
+        let exports: String = exports
+            .iter()
+            .map(|name| format!("(export \"{name}\" (func $f))"))
+            .collect();
+        wat::parse_str(format!(
+            r#"(component {imports}
+                (core module $m (func (export "f")))
+                (core instance $i (instantiate $m))
+                (func $f (canon lift (core func $i "f")))
+                {exports})"#
+        ))
+        .expect("valid component text")
+    }
+
+    #[test]
+    fn a_component_with_the_worlds_exports_and_allowed_imports_is_an_app() {
+        let wasm = component(
+            &[HOST_INTERFACE, "wasi:cli/environment@0.2.0"],
+            &COMPONENT_EXPORTS,
+        );
+        assert_eq!(kind(&wasm), Ok(Kind::Component));
+        assert_eq!(check(&wasm), Ok(Kind::Component));
+        // Stubbed WASI: no imports at all.
+        assert_eq!(
+            check(&component(&[], &COMPONENT_EXPORTS)),
+            Ok(Kind::Component)
+        );
+    }
+
+    #[test]
+    fn a_component_importing_anything_else_is_refused_by_name() {
+        let err =
+            check(&component(&["evil:net/socket@1.0.0"], &COMPONENT_EXPORTS)).expect_err("refused");
+        assert!(err.contains("`evil:net/socket@1.0.0`"), "{err}");
+    }
+
+    #[test]
+    fn a_component_without_reduce_is_refused() {
+        let err = check(&component(&[HOST_INTERFACE], &["map"])).expect_err("refused");
+        assert!(err.contains("does not export `reduce`"), "{err}");
+    }
+
+    #[test]
+    fn junk_is_neither_form() {
+        let err = check(b"not wasm at all").expect_err("refused");
+        assert!(err.contains("no \\0asm header"), "{err}");
+        let err = check(b"\0asm\x0d\0\x01\0junk").expect_err("refused");
+        assert!(err.contains("not a valid WebAssembly component"), "{err}");
+    }
+}

@@ -60,6 +60,17 @@ struct Cluster {
 
 impl Cluster {
     async fn start(data: &Path, workers: usize, logs: &Path) -> Res<Cluster> {
+        Self::start_cached(data, workers, logs, None).await
+    }
+
+    /// [`Cluster::start`] with the workers' compile cache in `cache_dir` (`--cache-dir`)
+    /// instead of the default `.mr/cache` of the data folder, which `start` clears.
+    async fn start_cached(
+        data: &Path,
+        workers: usize,
+        logs: &Path,
+        cache_dir: Option<&Path>,
+    ) -> Res<Cluster> {
         // A fresh journal and jobs folder: every cluster starts from nothing.
         let _ = std::fs::remove_dir_all(data.join(".mr"));
         let _ = std::fs::remove_dir_all(data.join("jobs"));
@@ -86,13 +97,17 @@ impl Cluster {
             logs: logs.to_path_buf(),
         };
         for i in 0..workers {
-            let w = Command::new(bin.join("mr-worker"))
-                .arg("--coordinator")
+            let mut w = Command::new(bin.join("mr-worker"));
+            w.arg("--coordinator")
                 .arg(&addr)
                 .arg("--data-dir")
                 .arg(data)
                 .arg("--worker-id")
-                .arg(format!("w{}", i + 1))
+                .arg(format!("w{}", i + 1));
+            if let Some(dir) = cache_dir {
+                w.arg("--cache-dir").arg(dir);
+            }
+            let w = w
                 .stdin(Stdio::null())
                 .stdout(log(&format!("worker-{}.log", i + 1))?)
                 .stderr(log(&format!("worker-{}.log", i + 1))?)
@@ -132,11 +147,23 @@ impl Cluster {
         n_reduce: u32,
         split_bytes: u64,
     ) -> Res<(f64, pb::Job)> {
+        self.run_app("wc", inputs, n_reduce, split_bytes).await
+    }
+
+    /// Runs a job of `app` (`target/apps/<app>.wasm`) to its end: (seconds from submit to
+    /// SUCCEEDED, the job).
+    async fn run_app(
+        &mut self,
+        app: &str,
+        inputs: &[String],
+        n_reduce: u32,
+        split_bytes: u64,
+    ) -> Res<(f64, pb::Job)> {
         let started = Instant::now();
         let id = self
             .client
             .submit_job(pb::SubmitJobRequest {
-                app: "wc".into(),
+                app: app.into(),
                 inputs: inputs.to_vec(),
                 n_reduce,
                 split_bytes,
@@ -176,6 +203,90 @@ impl Cluster {
     /// The workers' peak resident set (VmHWM), in MiB.
     fn worker_peaks_mib(&self) -> Vec<f64> {
         self.workers.iter().map(|w| peak_mib(w.id())).collect()
+    }
+
+    /// The job's task records (GetJob, every page).
+    async fn tasks(&mut self, job_id: &str) -> Res<Vec<pb::TaskInfo>> {
+        let mut tasks = Vec::new();
+        let mut token = String::new();
+        loop {
+            let page = self
+                .client
+                .get_job(pb::GetJobRequest {
+                    job_id: job_id.into(),
+                    task_page_size: 5000,
+                    task_page_token: token,
+                })
+                .await?
+                .into_inner();
+            tasks.extend(page.tasks);
+            if page.next_task_page_token.is_empty() {
+                return Ok(tasks);
+            }
+            token = page.next_task_page_token;
+        }
+    }
+
+    /// The job's first map attempt (the one started first), from GetJob: (its duration,
+    /// seconds from the job's submission to its end).
+    async fn first_map(&mut self, job: &pb::Job) -> Res<(f64, f64)> {
+        let tasks = self.tasks(&job.job_id).await?;
+        let first = tasks
+            .iter()
+            .filter(|t| t.kind() == pb::TaskKind::Map)
+            .flat_map(|t| &t.history)
+            .filter(|a| a.finished_at_ms > 0)
+            .min_by_key(|a| a.started_at_ms)
+            .ok_or_else(|| format!("job {}: no finished map attempt", job.job_id))?;
+        Ok((
+            (first.finished_at_ms - first.started_at_ms) as f64 / 1000.0,
+            (first.finished_at_ms - job.submitted_at_ms) as f64 / 1000.0,
+        ))
+    }
+
+    /// Where a job's time went, from GetJob's attempts: per phase, the committed attempts'
+    /// median and longest duration and when the phase's last one ended (after submit).
+    async fn phases(&mut self, job: &pb::Job) -> Res<String> {
+        let tasks = self.tasks(&job.job_id).await?;
+        let mut shown = Vec::new();
+        for (kind, name) in [
+            (pb::TaskKind::Map, "maps"),
+            (pb::TaskKind::Reduce, "reduces"),
+        ] {
+            let done: Vec<&pb::TaskAttempt> = tasks
+                .iter()
+                .filter(|t| t.kind() == kind)
+                .flat_map(|t| &t.history)
+                .filter(|a| a.outcome() == pb::AttemptOutcome::Succeeded)
+                .collect();
+            let secs: Vec<f64> = done
+                .iter()
+                .map(|a| (a.finished_at_ms - a.started_at_ms) as f64 / 1000.0)
+                .collect();
+            let end = done.iter().map(|a| a.finished_at_ms).max().unwrap_or(0);
+            shown.push(format!(
+                "{} {name}: median {:.2} s, longest {:.2} s, last done {:.2} s after submit",
+                secs.len(),
+                median(&secs),
+                secs.iter().copied().fold(0.0, f64::max),
+                (end - job.submitted_at_ms) as f64 / 1000.0
+            ));
+        }
+        Ok(shown.join("; "))
+    }
+
+    /// The workers (`--worker-id`) that ran none of the job's tasks.
+    async fn idle_workers(&mut self, job_id: &str) -> Res<Vec<String>> {
+        let tasks = self.tasks(job_id).await?;
+        Ok((1..=self.workers.len())
+            .map(|i| format!("w{i}"))
+            .filter(|w| {
+                !tasks
+                    .iter()
+                    .flat_map(|t| &t.history)
+                    .any(|a| &a.worker == w)
+            })
+            .collect())
     }
 
     /// Checks the job's outputs against the native reference and removes the job folder.
@@ -424,14 +535,68 @@ impl Bench {
         reference: &Path,
         runs: usize,
     ) -> Res<Vec<f64>> {
+        self.app_runs(cluster, "wc", inputs, n_reduce, reference, runs)
+            .await
+    }
+
+    /// [`Self::cluster_runs`] for a job of `app`.
+    async fn app_runs(
+        &self,
+        cluster: &mut Cluster,
+        app: &str,
+        inputs: &[String],
+        n_reduce: u32,
+        reference: &Path,
+        runs: usize,
+    ) -> Res<Vec<f64>> {
         let mut v = Vec::new();
         for _ in 0..runs {
             self.warm_page_cache(inputs)?;
-            let (secs, job) = cluster.run(inputs, n_reduce).await?;
+            let (secs, job) = cluster.run_app(app, inputs, n_reduce, 0).await?;
             cluster.check(&job, reference)?;
             v.push(secs);
         }
         Ok(v)
+    }
+
+    /// Warm-up jobs of `app` over `inputs` (n_reduce 10, outputs checked against
+    /// `reference`) until every worker has run one of its tasks, so that every worker has
+    /// the app loaded (compiled, or read from its compile cache) before a timed run.
+    async fn warm_app(
+        &self,
+        cluster: &mut Cluster,
+        app: &str,
+        inputs: &[String],
+        reference: &Path,
+    ) -> Res<()> {
+        for _ in 0..5 {
+            let (secs, job) = cluster.run_app(app, inputs, 10, 0).await?;
+            let idle = cluster.idle_workers(&job.job_id).await?;
+            cluster.check(&job, reference)?;
+            eprintln!("  warm-up {app}: {secs:.2} s; workers without a task: {idle:?}");
+            if idle.is_empty() {
+                return Ok(());
+            }
+        }
+        Err(format!("warm-up of {app}: a worker got no task in 5 jobs").into())
+    }
+
+    /// The workers' compile cache for the Python apps' figures, kept between runs of the
+    /// bench (as the corpus is): compiling a CPython component takes ~25 s.
+    fn app_cache(&self) -> PathBuf {
+        self.out.join("cache")
+    }
+
+    /// The native inverted index of `inputs` (data-relative) in `bench-out/ref-<name>.txt`:
+    /// the reference for the indexer apps.
+    fn native_index(&self, name: &str, inputs: &[String]) -> Res<PathBuf> {
+        let docs: Vec<(String, PathBuf)> = inputs
+            .iter()
+            .map(|i| (i.clone(), self.data.join(i)))
+            .collect();
+        let out = self.out.join(format!("ref-{name}.txt"));
+        std::fs::write(&out, mr_bench::native_index(&docs)?)?;
+        Ok(out)
     }
 
     async fn warm(&self, cluster: &mut Cluster, lab: &[String]) -> Res<()> {
@@ -439,6 +604,15 @@ impl Bench {
         let _ = std::fs::remove_dir_all(self.data.join("jobs").join(&job.job_id));
         Ok(())
     }
+}
+
+/// The entries of a compile cache folder (`--cache-dir`).
+fn cache_entries(dir: &Path) -> Vec<std::ffi::OsString> {
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .map(|d| d.filter_map(|e| Some(e.ok()?.file_name())).collect())
+        .unwrap_or_default();
+    names.sort();
+    names
 }
 
 /// Copies `files` and `lab` (data-relative) from the data folder `from` to one at `to`.
@@ -511,7 +685,7 @@ async fn run() -> Res<()> {
     let runs = env_num("BENCH_RUNS", 3).max(1) as usize;
     let file_mib = env_num("BENCH_FILE_MIB", 32).max(1);
     let figures: Vec<u32> = std::env::var("BENCH_FIGURES")
-        .unwrap_or_else(|_| "1,2,3,4,5,6,7".into())
+        .unwrap_or_else(|_| "1,2,3,4,5,6,7,8,9,10,11".into())
         .split(',')
         .filter_map(|f| f.trim().parse().ok())
         .collect();
@@ -810,6 +984,177 @@ async fn run() -> Res<()> {
             "<= 512 KiB, < 1 s",
             after <= 512.0 && restart < 1000.0,
         );
+    }
+
+    // 8: latency of a Python app (a CPython component) on warm workers.
+    if figures.contains(&8) {
+        eprintln!("figure 8: wc-py over the lab's texts, 2 warm workers");
+        let (_, reference) = b.native("lab", &lab)?;
+        let cache = b.app_cache();
+        let mut cluster = Cluster::start_cached(&data, 2, &b.logs, Some(&cache)).await?;
+        b.warm_app(&mut cluster, "wc-py", &lab, &reference).await?;
+        let mut secs = Vec::new();
+        for _ in 0..b.runs.max(5) {
+            b.warm_page_cache(&lab)?;
+            let (s, job) = cluster.run_app("wc-py", &lab, 10, 0).await?;
+            eprintln!("  run: {s:.2} s; {}", cluster.phases(&job).await?);
+            cluster.check(&job, &reference)?;
+            secs.push(s);
+        }
+        b.record("py_latency_s", &secs);
+        let m = median(&secs);
+        b.row(
+            "8. latency: wc-py lab texts (n_reduce 10), 2 warm workers",
+            format!("{m:.2} s"),
+            "< 2.0 s",
+            m < 2.0,
+        );
+    }
+
+    // 9: a worker's memory with Python apps: each holds a CPython per app (and instance).
+    if figures.contains(&9) {
+        eprintln!("figure 9: wc-py then indexer-py over the lab's texts, 2 workers, peak RSS");
+        let (_, ref_wc) = b.native("lab", &lab)?;
+        let ref_index = b.native_index("lab-index", &lab)?;
+        let cache = b.app_cache();
+        {
+            // Untimed: fills the compile cache if it is empty, so that the measured
+            // workers load both apps from it (figure 11 shows a compile).
+            let mut cluster = Cluster::start_cached(&data, 2, &b.logs, Some(&cache)).await?;
+            b.warm_app(&mut cluster, "wc-py", &lab, &ref_wc).await?;
+            b.warm_app(&mut cluster, "indexer-py", &lab, &ref_index)
+                .await?;
+        }
+        let (mut peaks, mut peaks_wc, mut secs) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..b.runs {
+            let entries = cache_entries(&cache);
+            let mut cluster = Cluster::start_cached(&data, 2, &b.logs, Some(&cache)).await?;
+            let mut job_secs = Vec::new();
+            let mut after = Vec::new();
+            for (app, reference) in [("wc-py", &ref_wc), ("indexer-py", &ref_index)] {
+                b.warm_page_cache(&lab)?;
+                let (s, job) = cluster.run_app(app, &lab, 10, 0).await?;
+                after.push(cluster.worker_peaks_mib());
+                cluster.check(&job, reference)?;
+                job_secs.push(s);
+            }
+            eprintln!(
+                "  run: wc-py {:.2} s, indexer-py {:.2} s; worker peaks after wc-py {:.0?} MiB, after both {:.0?} MiB",
+                job_secs[0], job_secs[1], after[0], after[1]
+            );
+            if cache_entries(&cache) != entries {
+                // Someone rebuilt an app since the warm-up: this run compiled it.
+                eprintln!("  (this run compiled an app: target/apps changed during the bench)");
+            }
+            peaks_wc.push(after[0].iter().copied().fold(0.0, f64::max));
+            peaks.push(after[1].iter().copied().fold(0.0, f64::max));
+            secs.push(job_secs[0] + job_secs[1]);
+        }
+        b.record("py_memory_peak_rss_mib", &peaks);
+        b.record("py_memory_wc_py_peak_rss_mib", &peaks_wc);
+        b.record("py_memory_jobs_s", &secs);
+        let m = median(&peaks);
+        b.row(
+            "9. memory: wc-py + indexer-py lab texts, 2 workers, max peak RSS",
+            format!(
+                "{m:.0} MiB (after wc-py alone {:.0} MiB)",
+                median(&peaks_wc)
+            ),
+            "< 512 MiB",
+            m < 512.0 && peaks.iter().all(|&p| p < 512.0),
+        );
+    }
+
+    // 10: the C word count against the Rust one, runs interleaved on one cluster.
+    if figures.contains(&10) {
+        let mib = b.size_mib(&small);
+        eprintln!("figure 10: wc-c vs wc (Rust) over {mib:.0} MiB, 2 workers, interleaved");
+        let (_, ref_lab) = b.native("lab", &lab)?;
+        let (_, reference) = b.native("small", &small)?;
+        let mut cluster = Cluster::start(&data, 2, &b.logs).await?;
+        b.warm_app(&mut cluster, "wc", &lab, &ref_lab).await?;
+        b.warm_app(&mut cluster, "wc-c", &lab, &ref_lab).await?;
+        let (mut rust, mut c) = (Vec::new(), Vec::new());
+        for i in 0..b.runs {
+            // Which app goes first alternates, so neither always follows the other.
+            let order = if i % 2 == 0 {
+                ["wc", "wc-c"]
+            } else {
+                ["wc-c", "wc"]
+            };
+            for app in order {
+                let v = b
+                    .app_runs(&mut cluster, app, &small, 4, &reference, 1)
+                    .await?;
+                if app == "wc" { &mut rust } else { &mut c }.extend(v);
+            }
+        }
+        b.record("c_vs_rust_rust_s", &rust);
+        b.record("c_vs_rust_c_s", &c);
+        let ratio = median(&c) / median(&rust);
+        let _ = writeln!(b.raw, "  \"c_vs_rust_ratio\": {ratio:.4},");
+        b.row(
+            &format!("10. wc-c / wc (Rust): {mib:.0} MiB, 2 workers (interleaved)"),
+            format!(
+                "{ratio:.2}x ({:.2} s vs {:.2} s)",
+                median(&c),
+                median(&rust)
+            ),
+            "<= 1.2x",
+            ratio <= 1.2,
+        );
+    }
+
+    // 11: a Python app's first job on fresh workers, with an empty compile cache (each
+    // worker compiles CPython with Cranelift) and with the cache that run filled.
+    if figures.contains(&11) {
+        eprintln!("figure 11: wc-py over the lab's texts, 2 fresh workers, cold vs warm cache");
+        let (_, reference) = b.native("lab", &lab)?;
+        let cache = b.out.join("cache-cold");
+        // [cold, warm]: job seconds, first map attempt seconds, worker peak MiB.
+        let mut sides: [(Vec<f64>, Vec<f64>, Vec<f64>); 2] = Default::default();
+        for _ in 0..b.runs {
+            let _ = std::fs::remove_dir_all(&cache);
+            for (side, name) in sides.iter_mut().zip(["cold", "warm"]) {
+                let mut cluster = Cluster::start_cached(&data, 2, &b.logs, Some(&cache)).await?;
+                b.warm_page_cache(&lab)?;
+                let (secs, job) = cluster.run_app("wc-py", &lab, 10, 0).await?;
+                let (first, first_done) = cluster.first_map(&job).await?;
+                let peak = cluster.worker_peaks_mib().into_iter().fold(0.0, f64::max);
+                cluster.check(&job, &reference)?;
+                eprintln!(
+                    "  {name}: job {secs:.2} s; first map attempt {first:.2} s, done {first_done:.2} s after submit; worker peak {peak:.0} MiB"
+                );
+                side.0.push(secs);
+                side.1.push(first);
+                side.2.push(peak);
+            }
+        }
+        let _ = std::fs::remove_dir_all(&cache);
+        for ((secs, first, peak), (key, label)) in sides.iter().zip([
+            (
+                "cold",
+                "11a. first job, cold compile cache: wc-py lab, 2 fresh workers",
+            ),
+            (
+                "warm",
+                "11b. first job, warm compile cache: wc-py lab, 2 fresh workers",
+            ),
+        ]) {
+            b.record(&format!("py_first_job_{key}_s"), secs);
+            b.record(&format!("py_first_map_{key}_s"), first);
+            b.record(&format!("py_first_job_{key}_worker_peak_mib"), peak);
+            b.info(
+                label,
+                format!(
+                    "job {:.2} s, first map {:.2} s, peak {:.0} MiB",
+                    median(secs),
+                    median(first),
+                    median(peak)
+                ),
+                "(no target)",
+            );
+        }
     }
 
     // The table and the raw numbers.
