@@ -709,6 +709,23 @@ mod tests {
     }
 
     #[test]
+    fn native_index_lists_distinct_sorted_documents() {
+        let dir = std::env::temp_dir().join(format!("mr-bench-index-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let doc = |name: &str, text: &str| {
+            std::fs::write(dir.join(name), text).unwrap();
+            (format!("input/{name}"), dir.join(name))
+        };
+        let docs = [doc("b.txt", "beta alpha beta"), doc("a.txt", "alpha, γ!")];
+        let index = native_index(&docs).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(
+            String::from_utf8(index).unwrap(),
+            "alpha 2 input/a.txt,input/b.txt\nbeta 1 input/b.txt\nγ 1 input/a.txt\n"
+        );
+    }
+
+    #[test]
     fn corpus_is_deterministic_and_mixed() {
         let m = CorpusModel::new();
         let (mut a, mut b) = (Vec::new(), Vec::new());

@@ -244,3 +244,68 @@ async fn hostile_python_and_c_apps_fail_clearly_and_the_worker_carries_on() {
         assert_same_lines(&got, &expected, app);
     }
 }
+
+/// The component entries of a compile cache folder: (name, inode).
+fn component_entries(dir: &Path) -> Vec<(String, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut entries: Vec<(String, u64)> = std::fs::read_dir(dir)
+        .map(|read| {
+            read.filter_map(Result::ok)
+                .filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    let inode = e.metadata().ok()?.ino();
+                    (name.contains("-component-") && name.ends_with(".bin"))
+                        .then_some((name, inode))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    entries.sort();
+    entries
+}
+
+/// A cold compile of a CPython component takes longer than the task timeout: the
+/// attempt heartbeats through it instead of timing out, the compiled code lands in the
+/// worker's cache folder, and a new worker process on that folder uses it as it is.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cold_compile_is_heartbeated_and_kept_for_the_next_worker() {
+    let cache = tempfile::tempdir().expect("tempdir");
+    let mut cluster = Cluster::start(ClusterOptions {
+        workers: 1,
+        task_timeout: "3s".into(),
+        worker_args: vec![
+            "--cache-dir".into(),
+            cache.path().to_string_lossy().into_owned(),
+        ],
+        ..Default::default()
+    })
+    .await;
+    let inputs = vec!["input/pg-metamorphosis.txt".to_string()];
+    let expected = cluster.reference("wc", &inputs);
+
+    let job_id = cluster.submit("wc-py", &inputs, 2).await;
+    let job = cluster.wait(&job_id, Duration::from_secs(300)).await;
+    assert_eq!(job.state(), pb::JobState::Succeeded, "{}", job.error);
+    assert_same_lines(&cluster.output_lines(&job), &expected, "wc-py, cold");
+    assert_eq!(
+        mr_e2e::attempts_with(&job, pb::AttemptOutcome::TimedOut),
+        0,
+        "no attempt timed out while the app compiled"
+    );
+    let entries = component_entries(cache.path());
+    assert_eq!(entries.len(), 1, "one compiled component: {entries:?}");
+
+    // A new worker process on the same folder: the entry is used, not written again.
+    cluster.signal_worker(0, libc::SIGKILL);
+    cluster.wait_worker(0, Duration::from_secs(10));
+    cluster.spawn_worker();
+    let job_id = cluster.submit("wc-py", &inputs, 2).await;
+    let job = cluster.wait(&job_id, Duration::from_secs(120)).await;
+    assert_eq!(job.state(), pb::JobState::Succeeded, "{}", job.error);
+    assert_same_lines(&cluster.output_lines(&job), &expected, "wc-py, warm");
+    assert_eq!(
+        component_entries(cache.path()),
+        entries,
+        "the entry was reused"
+    );
+}

@@ -342,26 +342,36 @@ impl Worker {
     ) -> Ran {
         let started = Instant::now();
         let attempt_id = task.attempt_id;
-        let module = match self.module(&task).await {
-            Ok(module) => module,
-            Err(error) => return Ran::Report(self.outcome(task, Err(TaskError::App(error)))),
-        };
         let data = self.data.clone();
         let cancel = CancelToken::default();
+        // Loading the app is part of the attempt, under its heartbeats: compiling a
+        // CPython component takes longer than the task timeout.
         let mut job = {
-            let (task, module) = (task.clone(), module.with_cancel(cancel.clone()));
+            let (task, cancel) = (task.clone(), cancel.clone());
+            let (client, runtime) = (self.client.clone(), self.runtime.clone());
             let fan_in = self.merge_fan_in;
-            tokio::task::spawn_blocking(move || run_task(&data, &module, &task, fan_in))
+            Box::pin(async move {
+                let module = load_module(client, runtime, &task)
+                    .await
+                    .map_err(TaskError::App)?
+                    .with_cancel(cancel);
+                let app = task.app.clone();
+                tokio::task::spawn_blocking(move || run_task(&data, &module, &task, fan_in))
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(TaskError::App(AppError::Trap {
+                            app,
+                            message: format!("the task thread failed: {e}"),
+                        }))
+                    })
+            })
         };
         let interval = Duration::from_millis(task.heartbeat_interval_ms.max(100).into());
         let mut heartbeat =
             tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         let result = loop {
             tokio::select! {
-                joined = &mut job => break joined.unwrap_or_else(|e| Err(TaskError::App(AppError::Trap {
-                    app: task.app.clone(),
-                    message: format!("the task thread failed: {e}"),
-                }))),
+                result = &mut job => break result,
                 _ = heartbeat.tick() => {
                     let request = pb::HeartbeatRequest {
                         worker: self.config.worker_id.clone(),
@@ -410,38 +420,6 @@ impl Worker {
             Err(error) => tracing::warn!(error = %error, "task failed"),
         }
         Ran::Report(self.outcome(task, result))
-    }
-
-    /// The app's compiled module, from the cache or fetched from the coordinator by hash.
-    async fn module(&mut self, task: &pb::Assignment) -> Result<AppModule, AppError> {
-        if let Some(module) = self.runtime.cached(&task.app_sha256) {
-            return Ok(module);
-        }
-        let fetch_error = |message: String| AppError::Compile {
-            app: task.app.clone(),
-            message,
-        };
-        let wasm = self
-            .client
-            .get_app(pb::GetAppRequest {
-                sha256: task.app_sha256.clone(),
-            })
-            .await
-            .map_err(|s| fetch_error(format!("fetching the module: {}", s.message())))?
-            .into_inner()
-            .module;
-        let actual = hex::encode(Sha256::digest(&wasm));
-        if actual != task.app_sha256 {
-            return Err(fetch_error(format!(
-                "module hash {actual} differs from the expected {}",
-                task.app_sha256
-            )));
-        }
-        let runtime = self.runtime.clone();
-        let (app, sha) = (task.app.clone(), task.app_sha256.clone());
-        tokio::task::spawn_blocking(move || runtime.load(&app, &sha, &wasm))
-            .await
-            .map_err(|e| fetch_error(format!("compiling: {e}")))?
     }
 
     /// The report of an attempt's outcome.
@@ -597,6 +575,41 @@ fn describe(task: &pb::Assignment) -> String {
         }
         None => format!("app {}", task.app),
     }
+}
+
+/// The app's compiled module: from the runtime's caches, or fetched from the coordinator by
+/// hash and compiled.
+async fn load_module(
+    mut client: CoordinatorClient<InterceptedService<Channel, BearerToken>>,
+    runtime: Arc<AppRuntime>,
+    task: &pb::Assignment,
+) -> Result<AppModule, AppError> {
+    if let Some(module) = runtime.cached(&task.app_sha256) {
+        return Ok(module);
+    }
+    let fetch_error = |message: String| AppError::Compile {
+        app: task.app.clone(),
+        message,
+    };
+    let wasm = client
+        .get_app(pb::GetAppRequest {
+            sha256: task.app_sha256.clone(),
+        })
+        .await
+        .map_err(|s| fetch_error(format!("fetching the module: {}", s.message())))?
+        .into_inner()
+        .module;
+    let actual = hex::encode(Sha256::digest(&wasm));
+    if actual != task.app_sha256 {
+        return Err(fetch_error(format!(
+            "module hash {actual} differs from the expected {}",
+            task.app_sha256
+        )));
+    }
+    let (app, sha) = (task.app.clone(), task.app_sha256.clone());
+    tokio::task::spawn_blocking(move || runtime.load(&app, &sha, &wasm))
+        .await
+        .map_err(|e| fetch_error(format!("compiling: {e}")))?
 }
 
 fn run_task(
