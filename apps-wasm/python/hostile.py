@@ -7,9 +7,13 @@ worker alive for the next job.
 - ``LOOP``: loops forever (the task's time limit);
 - ``ALLOC``: allocates forever (the task's memory limit);
 - ``RAISE``: raises an exception;
+- ``ENV``: emits its environment, ``CLOCK``: the wall clock's seconds (both must be empty
+  and zero: the sandbox has neither);
 - anything else: word count, as ``wc``.
 """
 
+import os
+import time
 from collections import Counter
 
 import mrapp
@@ -33,12 +37,18 @@ def map(name: str, contents: bytes):
         hoard = []
         while True:
             hoard.append(bytearray(1 << 20))
+    if command == b"ENV":
+        return [("env", repr(sorted(os.environ.items())))]
+    if command == b"CLOCK":
+        return [("clock", str(int(time.time())))]
     if command == b"RAISE":
         raise ValueError(f"poisoned input {name}")
     return ((word, str(n)) for word, n in Counter(mrapp.words(contents)).items())
 
 
 def reduce(key: str, counts: list[str]) -> str:
+    if key in ("env", "clock"):
+        return counts[0]
     return str(sum(int(c) for c in counts))
 
 

@@ -190,7 +190,7 @@ async fn hostile_python_and_c_apps_fail_clearly_and_the_worker_carries_on() {
         workers: 1,
         coordinator_args: [
             "--task-time-limit",
-            "3s",
+            "5s",
             "--task-memory-mib",
             "128",
             "--max-task-failures",

@@ -165,7 +165,7 @@ fn python_wc_maps_and_reduces_as_the_rust_app() {
 }
 
 #[test]
-fn a_component_obeys_the_time_and_memory_limits_and_cancellation() {
+fn a_component_obeys_the_limits_and_cancellation_and_sees_no_host() {
     let (_rt, app) = load_shared("hostile-py");
     let name = || "hostile-py".to_string();
     let short = Limits {
@@ -179,11 +179,16 @@ fn a_component_obeys_the_time_and_memory_limits_and_cancellation() {
             limit: short.time
         }
     );
+    // Time enough to reach the memory limit first, however loaded the machine.
+    let small = Limits {
+        time: Duration::from_secs(60),
+        ..short
+    };
     assert_eq!(
-        app.map(&short, "input/x", b"ALLOC\n").unwrap_err(),
+        app.map(&small, "input/x", b"ALLOC\n").unwrap_err(),
         AppError::MemoryLimit {
             app: name(),
-            limit_bytes: short.memory_bytes
+            limit_bytes: small.memory_bytes
         }
     );
     // Cancelled from another thread while it loops, long before its time limit.
@@ -213,6 +218,9 @@ fn a_component_obeys_the_time_and_memory_limits_and_cancellation() {
             other => panic!("{other:?}"),
         }
     }
+    // WASI is there, with nothing behind it: no environment, a clock stuck at 1970.
+    assert_eq!(records(&app, b"ENV\n"), [("env".into(), "[]".into())]);
+    assert_eq!(records(&app, b"CLOCK\n"), [("clock".into(), "0".into())]);
     // The same module still runs clean input after all that.
     assert_eq!(
         records(&app, b"fine words fine\n"),
