@@ -31,7 +31,7 @@ test: build ## Run every test (unit, end-to-end with real processes and containe
 	@deploy/build-images.sh --if-engine
 	cargo test --release --locked --workspace --no-fail-fast
 	cargo test --release --manifest-path apps-wasm/Cargo.toml --target x86_64-unknown-linux-gnu -p mr-app-sdk
-	scripts/fuzz.sh 20
+	scripts/fuzz.sh 10
 
 fuzz: ## Fuzz each target for FUZZ_SECONDS (default 300)
 	scripts/fuzz.sh $(FUZZ_SECONDS)

@@ -351,11 +351,11 @@ async fn metrics_prometheus_and_the_status_page_after_a_word_count() {
         value(r#"mr_records_total{phase="map",direction="out"}"#),
         counter("mr.map_output_records")
     );
-    // The workers' compiled-app caches: each compiled wc once at most, and every later task
-    // found it.
+    // The workers' compiled-app caches: each compiled wc once at most (none did when the
+    // shared compile cache folder already held it), and every later task found it.
     let misses = value(r#"mr_app_compile_cache{result="miss"}"#);
     assert!(
-        (1.0..=3.0).contains(&misses),
+        (0.0..=3.0).contains(&misses),
         "{misses} compilations by 3 workers"
     );
     assert!(value(r#"mr_app_compile_cache{result="hit"}"#) >= 1.0);

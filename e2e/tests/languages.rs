@@ -113,13 +113,13 @@ async fn python_and_c_apps_give_the_rust_apps_output_byte_for_byte() {
     inputs.push("input/traps.txt".into());
     // Two files of the bench's corpus: Latin, accented, Cyrillic, Greek, CJK, long lines.
     let corpus =
-        mr_bench::generate_corpus(&cluster.data.join("input/corpus"), 2, 3 << 20).expect("corpus");
+        mr_bench::generate_corpus(&cluster.data.join("input/corpus"), 2, 1 << 20).expect("corpus");
     for path in &corpus {
         let relative = path.strip_prefix(&cluster.data).expect("under data");
         inputs.push(relative.to_string_lossy().into_owned());
     }
-    // Splits of 512 KiB: the corpus files are cut into several maps each.
-    let split = 512 << 10;
+    // Splits of 256 KiB: the corpus files are cut into several maps each.
+    let split = 256 << 10;
 
     // The sequential references also compile the Python apps into the shared cache, so
     // the workers load them from there instead of each compiling them.

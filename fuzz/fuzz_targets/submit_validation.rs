@@ -28,6 +28,16 @@ use mr_proto::v1::SubmitJobRequest;
 use std::path::{Component, Path, PathBuf};
 use std::sync::OnceLock;
 
+/// The smallest module with the app interface (a submission is checked for it): imports
+/// `mr.log`, exports `memory` and the four `mr_*` functions, which do nothing.
+const NOOP_APP: &[u8] = b"\x00\x61\x73\x6d\x01\x00\x00\x00\x01\x15\x04\x60\x02\x7f\x7f\x00\x60\x00\x01\x7f\
+      \x60\x01\x7f\x01\x7f\x60\x02\x7f\x7f\x01\x7e\x02\x0a\x01\x02\x6d\x72\x03\x6c\x6f\
+      \x67\x00\x00\x03\x05\x04\x01\x02\x03\x03\x05\x03\x01\x00\x01\x07\x3b\x05\x06\x6d\
+      \x65\x6d\x6f\x72\x79\x02\x00\x0e\x6d\x72\x5f\x61\x62\x69\x5f\x76\x65\x72\x73\x69\
+      \x6f\x6e\x00\x01\x08\x6d\x72\x5f\x61\x6c\x6c\x6f\x63\x00\x02\x06\x6d\x72\x5f\x6d\
+      \x61\x70\x00\x03\x09\x6d\x72\x5f\x72\x65\x64\x75\x63\x65\x00\x04\x0a\x15\x04\x04\
+      \x00\x41\x01\x0b\x04\x00\x41\x00\x0b\x04\x00\x42\x00\x0b\x04\x00\x42\x00\x0b";
+
 /// The fuzzed request. (Field order matters for the seed encoding in `fuzz/seeds.py`.)
 #[derive(Arbitrary, Debug)]
 struct Submission {
@@ -74,7 +84,7 @@ fn fixture() -> &'static Fixture {
         write("data/input/.hidden", b"hidden\n");
         write("secret", b"SECRET\n");
         write("outside/secret2", b"SECRET2\n");
-        write("apps/wc.wasm", b"\0asm\x01\0\0\0");
+        write("apps/wc.wasm", NOOP_APP);
         std::os::unix::fs::symlink(tmp.join("secret"), tmp.join("data/input/out"))
             .expect("symlink");
         std::os::unix::fs::symlink(tmp.join("outside"), tmp.join("data/input/outdir"))

@@ -267,9 +267,7 @@ impl AppRuntime {
                 message: format!("the module's sha256 is {actual}, not {sha256}"),
             });
         }
-        // The app interface first, as the coordinator checks uploads: cheap, and its
-        // messages say more than a failed link.
-        let kind = mr_common::app_interface::check(wasm).map_err(|message| AppError::Abi {
+        let kind = mr_common::app_interface::kind(wasm).map_err(|message| AppError::Compile {
             app: app.into(),
             message,
         })?;
@@ -280,6 +278,16 @@ impl AppRuntime {
         let abi_error = |e: wasmtime::Error| AppError::Abi {
             app: app.into(),
             message: format!("{e:#}"),
+        };
+        // Valid Wasm (it compiled, or it was compiled before): now the app interface, as
+        // the coordinator checks uploads, whose messages say more than a failed link.
+        let interface = || {
+            mr_common::app_interface::check(wasm)
+                .map(|_| ())
+                .map_err(|message| AppError::Abi {
+                    app: app.into(),
+                    message,
+                })
         };
         let code = match kind {
             Kind::Module => {
@@ -297,6 +305,7 @@ impl AppRuntime {
                         Module::serialize,
                     )
                     .map_err(compile_error)?;
+                interface()?;
                 Code::Core(self.linker.instantiate_pre(&module).map_err(abi_error)?)
             }
             Kind::Component => {
@@ -314,6 +323,7 @@ impl AppRuntime {
                         wasmtime::component::Component::serialize,
                     )
                     .map_err(compile_error)?;
+                interface()?;
                 Code::Component(
                     component::Pre::new(&self.component_linker, &component).map_err(abi_error)?,
                 )
