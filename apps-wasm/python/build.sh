@@ -27,7 +27,7 @@ for f in "$here"/*.py; do
 done
 mkdir -p "$out"
 stamp="$out/.python-apps.stamp"
-want="$( (echo "$version"; cat "$here"/*.py "$here"/../wit/*.wit) | sha256sum | cut -d' ' -f1)"
+want="$( (echo "$version stub-wasi"; cat "$here"/*.py "$here"/../wit/*.wit) | sha256sum | cut -d' ' -f1)"
 fresh=1
 for name in "${apps[@]}"; do
     [ -f "$out/$name-py.wasm" ] || fresh=0
@@ -41,7 +41,8 @@ rm -f "$stamp"
 pids=()
 for name in "${apps[@]}"; do
     (
-        componentize-py -d "$here/../wit" -w app componentize "$name" \
+        # --stub-wasi: the worker gives apps no WASI; CPython's WASI calls become traps.
+        componentize-py -d "$here/../wit" -w app componentize --stub-wasi "$name" \
             -p "$here" -o "$out/$name-py.wasm" >/dev/null
         echo "python app: $out/$name-py.wasm"
     ) &

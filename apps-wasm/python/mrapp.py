@@ -30,7 +30,6 @@ decodes the flat record buffers that cross the boundary.
 import re
 import struct
 import sys
-import traceback
 
 from wit_world.imports import host
 
@@ -124,8 +123,16 @@ def _bytes(value) -> bytes:
 def _fail(what: str) -> None:
     """Reports the exception being handled as the task's error; the host ends the call."""
     exc = sys.exc_info()[1]
-    tb = "".join(traceback.format_exception(exc)).strip()
-    host.fail(f"{what} raised {type(exc).__name__}: {exc}\n{tb}")
+    # Frames by file, line and function only: the traceback module would read the source
+    # files, and the app has no files (stubbed WASI: reading one traps).
+    frames = []
+    tb = exc.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        frames.append(f"  {code.co_filename}:{tb.tb_lineno} in {code.co_name}")
+        tb = tb.tb_next
+    trace = "\n".join(frames)
+    host.fail(f"{what} raised {type(exc).__name__}: {exc}\n{trace}")
     raise SystemExit(1)  # not reached: fail does not return
 
 

@@ -3,9 +3,8 @@
 //!   the host functions of module "mr", exporting `memory` and the four `mr_*` functions
 //!   with their types;
 //! - a component of the world `mapreduce:app/app@1.0.0` (`apps-wasm/wit/app.wit`; what
-//!   componentize-py builds): valid, exporting the functions `map` and `reduce`, importing
-//!   only the interface `mapreduce:app/host@1.0.0` and WASI 0.2 interfaces (which the
-//!   worker implements with no files, sockets, environment or clock).
+//!   `componentize-py --stub-wasi` builds): valid, exporting the functions `map` and
+//!   `reduce`, importing only the interface `mapreduce:app/host@1.0.0` (no WASI).
 //!
 //! Checked by the coordinator when an app is uploaded and by the worker before it
 //! compiles one, with the same messages. Function types of a component are checked by the
@@ -70,10 +69,16 @@ fn check_component(wasm: &[u8]) -> Result<(), String> {
             Payload::ComponentImportSection(reader) if depth == 0 => {
                 for import in reader {
                     let name = import.map_err(|e| e.to_string())?.name.name;
-                    if name != HOST_INTERFACE && !name.starts_with("wasi:") {
+                    if name.starts_with("wasi:") {
+                        return Err(format!(
+                            "it imports `{name}`, but a component app gets no WASI: build it \
+                             with stubbed WASI (`componentize-py --stub-wasi`)"
+                        ));
+                    }
+                    if name != HOST_INTERFACE {
                         return Err(format!(
                             "it imports `{name}`, but a component app may import only \
-                             `{HOST_INTERFACE}` and WASI 0.2 interfaces"
+                             `{HOST_INTERFACE}`"
                         ));
                     }
                 }
@@ -238,13 +243,10 @@ mod tests {
 
     #[test]
     fn a_component_with_the_worlds_exports_and_allowed_imports_is_an_app() {
-        let wasm = component(
-            &[HOST_INTERFACE, "wasi:cli/environment@0.2.0"],
-            &COMPONENT_EXPORTS,
-        );
+        let wasm = component(&[HOST_INTERFACE], &COMPONENT_EXPORTS);
         assert_eq!(kind(&wasm), Ok(Kind::Component));
         assert_eq!(check(&wasm), Ok(Kind::Component));
-        // Stubbed WASI: no imports at all.
+        // No imports at all is fine too.
         assert_eq!(
             check(&component(&[], &COMPONENT_EXPORTS)),
             Ok(Kind::Component)
@@ -256,6 +258,12 @@ mod tests {
         let err =
             check(&component(&["evil:net/socket@1.0.0"], &COMPONENT_EXPORTS)).expect_err("refused");
         assert!(err.contains("`evil:net/socket@1.0.0`"), "{err}");
+        let err = check(&component(
+            &["wasi:cli/environment@0.2.0"],
+            &COMPONENT_EXPORTS,
+        ))
+        .expect_err("refused");
+        assert!(err.contains("--stub-wasi"), "{err}");
     }
 
     #[test]

@@ -641,7 +641,9 @@ fn lab_and_big_jobs_are_exact_through_a_kill_and_a_scale_up() {
 
     // A larger job: dozens of 1 MiB splits; one worker is killed mid-job and the workers
     // are scaled up to 4 meanwhile.
-    let big_inputs = write_big_inputs(&project.data, 6, 2);
+    // Large enough that the job is still running when the test has found a busy worker
+    // (each GetJob through grpcurl costs ~0.2 s).
+    let big_inputs = write_big_inputs(&project.data, 6, 4);
     let bytes: u64 = big_inputs
         .iter()
         .map(|n| std::fs::metadata(project.data.join(n)).expect("stat").len())
@@ -651,7 +653,7 @@ fn lab_and_big_jobs_are_exact_through_a_kill_and_a_scale_up() {
         "app": "wc",
         "inputs": ["input/big/*.txt"],
         "n_reduce": 8,
-        "split_bytes": 1 << 20,
+        "split_bytes": 512 << 10,
     }));
     let victim_worker = busy_worker(&project, &big, 2);
     let victim = project.worker_container(&victim_worker);

@@ -6,8 +6,7 @@
 //!   own linear memory and call the functions of import module `"mr"` (`log`, `fail`,
 //!   `counter`, `random_u64`, `sleep_ms`), nothing else;
 //! - a component of the WIT world `mapreduce:app/app` (Python apps; [`component`]): the
-//!   same calls with the same flat record buffers, plus WASI 0.2 with no files, sockets,
-//!   environment or real clock.
+//!   same calls with the same flat record buffers, and no other import (no WASI).
 //!
 //! Each call also gets a wall-clock deadline and a memory cap, in either form, so a looping
 //! or hoarding app costs one failed task and never the worker. The byte layouts of the
@@ -70,8 +69,8 @@ const MAX_LOGS_PER_INSTANCE: u32 = 1000;
 const POOL_SLOTS: u32 = 64;
 
 /// Core instances (and tables, and memories) a component may consist of: a CPython
-/// component (componentize-py) links about ten core modules.
-const CORE_PER_COMPONENT: u32 = 32;
+/// component (componentize-py with stubbed WASI) has 38 core instances.
+const CORE_PER_COMPONENT: u32 = 64;
 
 /// Largest table a pooled instance may have: CPython's function table has tens of
 /// thousands of entries.
@@ -210,7 +209,7 @@ impl AppRuntime {
         // mmap/munmap (and no TLB shootdown across threads), nor fresh page faults.
         let mut pool = PoolingAllocationConfig::new();
         pool.total_component_instances(POOL_SLOTS)
-            .total_core_instances(POOL_SLOTS * 4)
+            .total_core_instances(POOL_SLOTS * 8)
             .total_memories(POOL_SLOTS * 2)
             .total_tables(POOL_SLOTS * 4)
             .max_core_instances_per_component(CORE_PER_COMPONENT)
@@ -409,8 +408,6 @@ struct HostState {
     cancel: Option<CancelToken>,
     /// What the app added to its counters since they were last taken.
     counters: Counters,
-    /// WASI for a component that imports it, made on its first use.
-    wasi: Option<Box<component::Wasi>>,
 }
 
 impl HostState {
@@ -776,7 +773,6 @@ impl AppModule {
             logs: 0,
             cancel: self.cancel.clone(),
             counters: Counters::new(),
-            wasi: None,
         };
         let mut store = Store::new(engine, state);
         store.limiter(|state| &mut state.limiter);
