@@ -6,7 +6,7 @@ set -euo pipefail
 need_apt=()
 command -v musl-gcc >/dev/null || need_apt+=(musl-tools)
 command -v curl >/dev/null || need_apt+=(curl)
-# The HTTP side's tests (e2e/tests/http.rs): a real browser, a real Prometheus and promtool.
+# The HTTP side's tests (e2e/tests/e2e/http.rs): a real browser, a real Prometheus and promtool.
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 command -v prometheus >/dev/null && command -v promtool >/dev/null || need_apt+=(prometheus)
 # The C apps (apps-wasm/c): clang and wasm-ld for wasm32, without libc.

@@ -1,5 +1,5 @@
 """Drives the coordinator's status page in a real browser (the system's Chromium through
-Playwright) for e2e/tests/http.rs, and prints what it saw as one JSON object.
+Playwright) for e2e/tests/e2e/http.rs, and prints what it saw as one JSON object.
 
     python3 status_page.py '{"base": "http://127.0.0.1:8080", "job": "abc", "token": null,
                              "screenshot": "/tmp/job.png", "unknown_job": "nosuchjob"}'

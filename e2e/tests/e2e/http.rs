@@ -8,7 +8,7 @@
 //! `scripts/setup.sh` installs the tools (Debian `chromium`, `prometheus` with `promtool`,
 //! PyPI `playwright`); a part whose tool is missing is skipped with a `SKIPPED` line.
 //!
-//! `cargo test --release -p mr-e2e --test http -- --ignored` also renews the screenshot in
+//! `cargo test --release -p mr-e2e --test e2e http:: -- --ignored` also renews the screenshot in
 //! docs/status-page.png from a real run (a lab `crash` job on three workers: failures,
 //! retries, backups, batches).
 
