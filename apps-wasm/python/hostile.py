@@ -2,14 +2,17 @@
 line of its input. Every case must end as a clear task failure naming the app, with the
 worker alive for the next job.
 
-- ``PASSWD``: reads /etc/passwd (there is no file system: the app is built with stubbed
-  WASI, so the open traps);
-- ``SOCKET``: connects to 127.0.0.1:80 (there are no sockets; even the import traps);
+Unlike the other Python apps it is built without stubbed WASI: it imports WASI 0.2, and
+the worker's WASI has nothing behind it.
+
+- ``PASSWD``: reads /etc/passwd (there is no file system: no folder is preopened);
+- ``SOCKET``: connects to 127.0.0.1:80 (there are no sockets: this CPython has no
+  ``socket`` module, and the worker's WASI would refuse one);
 - ``LOOP``: loops forever (the task's time limit);
 - ``ALLOC``: allocates forever (the task's memory limit);
 - ``RAISE``: raises an exception;
-- ``ENV``: emits its environment (empty: there is none), ``CLOCK``: reads the wall clock
-  (traps: there is none);
+- ``ENV``: emits its environment, ``CLOCK``: the wall clock's seconds (both must be empty
+  and zero: the sandbox has neither);
 - anything else: word count, as ``wc``.
 """
 

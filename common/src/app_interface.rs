@@ -3,8 +3,10 @@
 //!   the host functions of module "mr", exporting `memory` and the four `mr_*` functions
 //!   with their types;
 //! - a component of the world `mapreduce:app/app@1.0.0` (`apps-wasm/wit/app.wit`; what
-//!   `componentize-py --stub-wasi` builds): valid, exporting the functions `map` and
-//!   `reduce`, importing only the interface `mapreduce:app/host@1.0.0` (no WASI).
+//!   componentize-py builds): valid, exporting the functions `map` and `reduce`,
+//!   importing only the interface `mapreduce:app/host@1.0.0` and WASI 0.2 interfaces
+//!   (which the worker implements with no files, sockets, environment or clock; a
+//!   component built with stubbed WASI imports none).
 //!
 //! Checked by the coordinator when an app is uploaded and by the worker before it
 //! compiles one, with the same messages. Function types of a component are checked by the
@@ -14,6 +16,13 @@ use wasmparser::{
     ComponentExternalKind, CompositeInnerType, ExternalKind, Payload, TypeRef, ValType, Validator,
     WasmFeatures,
 };
+
+/// A WASI 0.2 interface (`wasi:cli/environment@0.2.3`): what the worker links, empty.
+fn is_wasi_0_2(name: &str) -> bool {
+    name.strip_prefix("wasi:")
+        .and_then(|rest| rest.split_once('@'))
+        .is_some_and(|(_, version)| version.starts_with("0.2."))
+}
 
 /// The WIT package and version of the component interface (`apps-wasm/wit/app.wit`).
 pub const WIT_PACKAGE: &str = "mapreduce:app@1.0.0";
@@ -59,38 +68,22 @@ fn check_component(wasm: &[u8]) -> Result<(), String> {
     Validator::new_with_features(WasmFeatures::default() | WasmFeatures::COMPONENT_MODEL)
         .validate_all(wasm)
         .map_err(|e| format!("it is not a valid WebAssembly component: {e}"))?;
-    let mut exports: Vec<(String, ComponentExternalKind)> = Vec::new();
-    // Only the outermost component's sections: nested ones are its implementation.
-    let mut depth = 0usize;
-    for payload in wasmparser::Parser::new(0).parse_all(wasm) {
-        match payload.map_err(|e| e.to_string())? {
-            Payload::ModuleSection { .. } | Payload::ComponentSection { .. } => depth += 1,
-            Payload::End(_) => depth = depth.saturating_sub(1),
-            Payload::ComponentImportSection(reader) if depth == 0 => {
-                for import in reader {
-                    let name = import.map_err(|e| e.to_string())?.name.name;
-                    if name.starts_with("wasi:") {
-                        return Err(format!(
-                            "it imports `{name}`, but a component app gets no WASI: build it \
-                             with stubbed WASI (`componentize-py --stub-wasi`)"
-                        ));
-                    }
-                    if name != HOST_INTERFACE {
-                        return Err(format!(
-                            "it imports `{name}`, but a component app may import only \
-                             `{HOST_INTERFACE}`"
-                        ));
-                    }
-                }
-            }
-            Payload::ComponentExportSection(reader) if depth == 0 => {
-                for export in reader {
-                    let export = export.map_err(|e| e.to_string())?;
-                    exports.push((export.name.name.to_string(), export.kind));
-                }
-            }
-            _ => {}
+    let (imports, exports) = outer_items(wasm)?;
+    for name in imports {
+        if name == HOST_INTERFACE || is_wasi_0_2(&name) {
+            continue;
         }
+        return Err(if name.starts_with("wasi:") {
+            format!(
+                "it imports `{name}`, but the worker provides WASI 0.2 only: build it for \
+                 WASI 0.2, or with stubbed WASI (`componentize-py --stub-wasi`)"
+            )
+        } else {
+            format!(
+                "it imports `{name}`, but a component app may import only \
+                 `{HOST_INTERFACE}` and WASI 0.2 interfaces"
+            )
+        });
     }
     for name in COMPONENT_EXPORTS {
         match exports.iter().find(|(n, _)| n == name) {
@@ -106,6 +99,39 @@ fn check_component(wasm: &[u8]) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// The names a component imports (`wasi:cli/environment@0.2.6`, ...), in order.
+pub fn component_imports(wasm: &[u8]) -> Result<Vec<String>, String> {
+    outer_items(wasm).map(|(imports, _)| imports)
+}
+
+/// The outermost component's import names and exports; nested components and modules
+/// are its implementation.
+fn outer_items(wasm: &[u8]) -> Result<OuterItems, String> {
+    let (mut imports, mut exports) = (Vec::new(), Vec::new());
+    let mut depth = 0usize;
+    for payload in wasmparser::Parser::new(0).parse_all(wasm) {
+        match payload.map_err(|e| e.to_string())? {
+            Payload::ModuleSection { .. } | Payload::ComponentSection { .. } => depth += 1,
+            Payload::End(_) => depth = depth.saturating_sub(1),
+            Payload::ComponentImportSection(reader) if depth == 0 => {
+                for import in reader {
+                    imports.push(import.map_err(|e| e.to_string())?.name.name.to_string());
+                }
+            }
+            Payload::ComponentExportSection(reader) if depth == 0 => {
+                for export in reader {
+                    let export = export.map_err(|e| e.to_string())?;
+                    exports.push((export.name.name.to_string(), export.kind));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok((imports, exports))
+}
+
+type OuterItems = (Vec<String>, Vec<(String, ComponentExternalKind)>);
 
 /// The functions of import module "mr", the only imports an app may have.
 pub const HOST_FUNCTIONS: [&str; 5] = ["log", "fail", "random_u64", "sleep_ms", "counter"];
@@ -243,10 +269,13 @@ mod tests {
 
     #[test]
     fn a_component_with_the_worlds_exports_and_allowed_imports_is_an_app() {
-        let wasm = component(&[HOST_INTERFACE], &COMPONENT_EXPORTS);
+        let wasm = component(
+            &[HOST_INTERFACE, "wasi:cli/environment@0.2.0"],
+            &COMPONENT_EXPORTS,
+        );
         assert_eq!(kind(&wasm), Ok(Kind::Component));
         assert_eq!(check(&wasm), Ok(Kind::Component));
-        // No imports at all is fine too.
+        // Stubbed WASI: no imports at all.
         assert_eq!(
             check(&component(&[], &COMPONENT_EXPORTS)),
             Ok(Kind::Component)
@@ -258,11 +287,13 @@ mod tests {
         let err =
             check(&component(&["evil:net/socket@1.0.0"], &COMPONENT_EXPORTS)).expect_err("refused");
         assert!(err.contains("`evil:net/socket@1.0.0`"), "{err}");
+        // WASI, but not the version the worker links.
         let err = check(&component(
-            &["wasi:cli/environment@0.2.0"],
+            &["wasi:cli/environment@0.3.0"],
             &COMPONENT_EXPORTS,
         ))
         .expect_err("refused");
+        assert!(err.contains("`wasi:cli/environment@0.3.0`"), "{err}");
         assert!(err.contains("--stub-wasi"), "{err}");
     }
 

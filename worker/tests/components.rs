@@ -205,11 +205,10 @@ fn a_component_obeys_the_limits_and_cancellation_and_sees_no_host() {
     canceller.join().unwrap();
     assert_eq!(err, AppError::Cancelled { app: name() });
 
-    // No WASI: opening a file or reading the clock traps (stubbed WASI), an exception's
-    // type and message reach the task's error, and the environment is empty.
+    // WASI is there (hostile-py imports it), with nothing behind it: no file system,
+    // and an exception's type and message reach the task's error.
     for (command, needle) in [
-        (&b"PASSWD\n"[..], "unreachable"),
-        (b"CLOCK\n", "unreachable"),
+        (&b"PASSWD\n"[..], "FileNotFoundError"),
         (b"RAISE\n", "ValueError: poisoned input input/x"),
     ] {
         match app.map(&LIMITS, "input/x", command).unwrap_err() {
@@ -220,10 +219,32 @@ fn a_component_obeys_the_limits_and_cancellation_and_sees_no_host() {
             other => panic!("{other:?}"),
         }
     }
+    // No environment, and a clock stuck at 1970.
     assert_eq!(records(&app, b"ENV\n"), [("env".into(), "[]".into())]);
+    assert_eq!(records(&app, b"CLOCK\n"), [("clock".into(), "0".into())]);
     // The same module still runs clean input after all that.
     assert_eq!(
         records(&app, b"fine words fine\n"),
         [("fine".into(), "2".into()), ("words".into(), "1".into())]
     );
+}
+
+/// Both kinds of component are built and run: the Python apps with stubbed WASI import
+/// only the world's host interface; hostile-py imports WASI 0.2, which the test above
+/// finds empty.
+#[test]
+fn stubbed_apps_import_only_the_host_and_hostile_py_imports_wasi() {
+    use mr_common::app_interface::{HOST_INTERFACE, component_imports};
+    for app in ["wc-py", "indexer-py"] {
+        let imports = component_imports(&app_bytes(app).0).unwrap();
+        assert_eq!(imports, [HOST_INTERFACE], "{app}");
+    }
+    let imports = component_imports(&app_bytes("hostile-py").0).unwrap();
+    assert!(imports.iter().any(|i| i == HOST_INTERFACE), "{imports:?}");
+    for wasi in ["wasi:cli/environment@0.2", "wasi:filesystem/preopens@0.2"] {
+        assert!(
+            imports.iter().any(|i| i.starts_with(wasi)),
+            "{wasi} not in {imports:?}"
+        );
+    }
 }

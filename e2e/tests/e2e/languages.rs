@@ -209,8 +209,8 @@ async fn hostile_python_and_c_apps_fail_clearly_and_the_worker_carries_on() {
         ["more 1", "some 2", "words 1"]
     );
     let cases = [
-        ("hostile-py", "PASSWD", "unreachable"),
-        ("hostile-py", "SOCKET", "unreachable"),
+        ("hostile-py", "PASSWD", "FileNotFoundError"),
+        ("hostile-py", "SOCKET", "No module named 'socket'"),
         ("hostile-py", "LOOP", "time limit"),
         ("hostile-py", "ALLOC", "memory limit"),
         ("hostile-py", "RAISE", "ValueError: poisoned input"),

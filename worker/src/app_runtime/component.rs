@@ -8,14 +8,18 @@
 //! host functions (`log`, `fail`, `counter`) through the same [`HostState`]. The
 //! deadline, memory cap and cancellation are the store's, exactly as for modules.
 //!
-//! A component imports nothing else: no WASI. Python apps are built with
-//! `componentize-py --stub-wasi`, which replaces CPython's WASI imports with stubs that
-//! trap, so an app that opens a file or reads the clock fails its task. (Linking an
-//! empty WASI through `wasmtime-wasi` worked, but took CI past its 25 minutes together
-//! with the rest; see ARCHITECTURE.md.)
+//! A component built with stubbed WASI (`componentize-py --stub-wasi`, as our Python
+//! apps are) imports nothing else. One that imports WASI 0.2 (CPython does without the
+//! stubs, for its startup and its standard library) gets [`Wasi`]: no preopened folder
+//! (so no file at all), no sockets and no name lookup, no environment or arguments,
+//! stdin closed, stdout and stderr discarded, and clocks that do not tell the time (the
+//! wall clock stays at 1970-01-01, the monotonic clock advances a nanosecond per
+//! reading). Randomness is real: it grants no access to anything. The context is made
+//! on a store's first WASI call, so a stubbed app never pays for it.
 
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::{Engine, Store};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::{AppError, Counters, HostState, Limits, classify};
 
@@ -25,9 +29,10 @@ wasmtime::component::bindgen!({
     imports: { default: trappable },
 });
 
-/// The component linker: the world's host interface, nothing else.
+/// The component linker: the world's host interface and the sandbox's WASI.
 pub(super) fn linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
     let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
     mapreduce::app::host::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
     Ok(linker)
 }
@@ -53,6 +58,64 @@ impl mapreduce::app::host::Host for HostState {
 
     fn counter(&mut self, name: String, delta: u64) -> wasmtime::Result<()> {
         HostState::counter(self, name, delta)
+    }
+}
+
+/// WASI with nothing behind it (see the module's docs), made for a store on first use.
+pub(crate) struct Wasi {
+    ctx: WasiCtx,
+    table: ResourceTable,
+}
+
+impl Wasi {
+    fn sandbox() -> Self {
+        let mut builder = WasiCtxBuilder::new();
+        builder
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .wall_clock(StoppedWallClock)
+            .monotonic_clock(CountingClock::default());
+        Self {
+            ctx: builder.build(),
+            table: ResourceTable::new(),
+        }
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        let wasi = self.wasi.get_or_insert_with(|| Box::new(Wasi::sandbox()));
+        WasiCtxView {
+            ctx: &mut wasi.ctx,
+            table: &mut wasi.table,
+        }
+    }
+}
+
+/// A wall clock that always reads the Unix epoch.
+struct StoppedWallClock;
+
+impl wasmtime_wasi::HostWallClock for StoppedWallClock {
+    fn resolution(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(1)
+    }
+    fn now(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
+}
+
+/// A monotonic clock that advances one nanosecond per reading: monotonic, as WASI
+/// promises, but it tells nothing about real time.
+#[derive(Default)]
+struct CountingClock(std::sync::atomic::AtomicU64);
+
+impl wasmtime_wasi::HostMonotonicClock for CountingClock {
+    fn resolution(&self) -> u64 {
+        1
+    }
+    fn now(&self) -> u64 {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     }
 }
 

@@ -6,7 +6,8 @@
 //!   own linear memory and call the functions of import module `"mr"` (`log`, `fail`,
 //!   `counter`, `random_u64`, `sleep_ms`), nothing else;
 //! - a component of the WIT world `mapreduce:app/app` (Python apps; [`component`]): the
-//!   same calls with the same flat record buffers, and no other import (no WASI).
+//!   same calls with the same flat record buffers, plus, if it imports it, WASI 0.2 with
+//!   no files, sockets, environment or real clock.
 //!
 //! Each call also gets a wall-clock deadline and a memory cap, in either form, so a looping
 //! or hoarding app costs one failed task and never the worker. The byte layouts of the
@@ -408,6 +409,8 @@ struct HostState {
     cancel: Option<CancelToken>,
     /// What the app added to its counters since they were last taken.
     counters: Counters,
+    /// WASI for a component that imports it, made on its first use.
+    wasi: Option<Box<component::Wasi>>,
 }
 
 impl HostState {
@@ -773,6 +776,7 @@ impl AppModule {
             logs: 0,
             cancel: self.cancel.clone(),
             counters: Counters::new(),
+            wasi: None,
         };
         let mut store = Store::new(engine, state);
         store.limiter(|state| &mut state.limiter);
