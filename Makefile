@@ -36,7 +36,7 @@ fuzz: ## Fuzz each target for FUZZ_SECONDS (default 300); not part of `make test
 	scripts/fuzz.sh $(FUZZ_SECONDS)
 
 bench: build ## Run the benchmarks (figures and targets in BENCHMARKS.md; ~10 min; raw numbers in bench-out/)
-	cargo build --release --locked -p mr-bench
+	@bench/python/build.sh
 	$(RELEASE)/mr-bench
 
 lint: setup ## rustfmt and clippy, warnings are errors

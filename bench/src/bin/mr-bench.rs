@@ -14,6 +14,9 @@
 //! `bench-out/cache` (kept between runs, as the corpus is) or, for figure 11's cold side,
 //! in a fresh `bench-out/cache-cold`; and the C `wc-c` against the Rust `wc`. The
 //! indexer's reference is a native inverted index ([`mr_bench::native_index`]).
+//!
+//! Figure 12 runs no cluster: it times one Python map call in-process with its records
+//! returned two ways ([`mr_bench::boundary`]).
 
 use mr_proto::v1 as pb;
 use mr_proto::v1::job_service_client::JobServiceClient;
@@ -700,7 +703,7 @@ async fn run() -> Res<()> {
     let runs = env_num("BENCH_RUNS", 3).max(1) as usize;
     let file_mib = env_num("BENCH_FILE_MIB", 32).max(1);
     let figures: Vec<u32> = std::env::var("BENCH_FIGURES")
-        .unwrap_or_else(|_| "1,2,3,4,5,6,7,8,9,10,11".into())
+        .unwrap_or_else(|_| "1,2,3,4,5,6,7,8,9,10,11,12".into())
         .split(',')
         .filter_map(|f| f.trim().parse().ok())
         .collect();
@@ -1171,6 +1174,47 @@ async fn run() -> Res<()> {
                     median(peak)
                 ),
                 "(no target)",
+            );
+        }
+    }
+
+    // 12: how a map's records cross the component boundary (ARCHITECTURE.md, "The app
+    // interface"): mr's flat buffer against a WIT list of tuples, the same Python map.
+    if figures.contains(&12) {
+        eprintln!("figure 12: records across the component boundary, flat vs list<tuple>");
+        let read = |name: &str| std::fs::read(root().join("target/apps").join(name));
+        let flat_wasm = read("wc-py.wasm")?;
+        let tuples_wasm = read("bench/wc-tuples-py.wasm")
+            .map_err(|e| format!("target/apps/bench/wc-tuples-py.wasm: {e} (run `make bench`)"))?;
+        let mut lab_text = Vec::new();
+        for input in &lab {
+            lab_text.extend(std::fs::read(data.join(input))?);
+        }
+        let mut corpus = std::fs::read(data.join(&small[0]))?;
+        corpus.truncate(16 << 20);
+        for (key, what, contents) in [
+            ("lab", "the lab texts", &lab_text),
+            ("corpus", "16 MiB of the corpus", &corpus),
+        ] {
+            let s = mr_bench::boundary::measure(
+                &flat_wasm,
+                &tuples_wasm,
+                "input/x.txt",
+                contents,
+                b.runs.max(7),
+            )?;
+            b.record(&format!("boundary_{key}_flat_s"), &s.flat);
+            b.record(&format!("boundary_{key}_tuples_s"), &s.tuples);
+            let ratio = median(&s.tuples) / median(&s.flat);
+            b.info(
+                &format!("12. one map call over {what}: list<tuple> / flat buffer"),
+                format!(
+                    "{ratio:.2}x ({:.3} s vs {:.3} s; {} records)",
+                    median(&s.tuples),
+                    median(&s.flat),
+                    s.records
+                ),
+                "(no target: the faster is the interface)",
             );
         }
     }

@@ -229,6 +229,13 @@ impl AppRuntime {
         // Apps are stripped, so backtraces would be bare function indices: the app's
         // own message (mr.fail) is what helps, and skipping the capture is cheaper.
         config.wasm_backtrace_max_frames(None);
+        // Nor a map from machine code back to Wasm offsets (which only backtraces and
+        // debuggers read), nor native unwind tables (for native profilers and debuggers;
+        // wasmtime walks Wasm frames by frame pointer): both are a large part of a
+        // compiled CPython, in the cold compile's peak memory (bench figure 11) and in
+        // the cache entry.
+        config.generate_address_map(false);
+        config.native_unwind_info(false);
         // For profiling only: `MR_WASM_PERFMAP=1` writes /tmp/perf-<pid>.map, so that `perf
         // report` names the apps' functions (see BENCHMARKS.md).
         if std::env::var_os("MR_WASM_PERFMAP").is_some() {
