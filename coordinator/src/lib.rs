@@ -23,6 +23,10 @@ pub(crate) mod state;
 pub(crate) mod watch;
 pub(crate) mod workers;
 
+// In the library's test binary rather than in tests/: one test binary fewer to link.
+#[cfg(test)]
+mod run_tests;
+
 use crate::apps::AppStore;
 use crate::config::CoordinatorConfig;
 use crate::scheduler::{Event, Reply, Scheduler};

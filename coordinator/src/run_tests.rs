@@ -1,11 +1,11 @@
-//! `mr_coordinator::run` in-process on `127.0.0.1:0`, as mini-redis tests its server: real
+//! `crate::run` in-process on `127.0.0.1:0`, as mini-redis tests its server: real
 //! gRPC from a real client, the test in the worker's seat. Covers a job of thousands of
 //! tasks end to end through the API, with GetJob reading its task records in pages that
 //! stay far below gRPC's 4 MiB message limit.
 
+use crate::config::CoordinatorConfig;
+use crate::service::{DEFAULT_TASK_PAGE, MAX_TASK_PAGE};
 use mr_common::DataDir;
-use mr_coordinator::config::CoordinatorConfig;
-use mr_coordinator::service::{DEFAULT_TASK_PAGE, MAX_TASK_PAGE};
 use mr_proto::v1 as pb;
 use mr_proto::v1::coordinator_client::CoordinatorClient;
 use mr_proto::v1::job_service_client::JobServiceClient;
@@ -30,7 +30,7 @@ async fn start(
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
-        mr_coordinator::run(listener, config, async {
+        crate::run(listener, config, async {
             let _ = stopped.await;
         })
         .await
