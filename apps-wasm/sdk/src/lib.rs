@@ -14,7 +14,7 @@
 //! ```no_run
 //! use mr_app_sdk::{mr_app, words, Emitter};
 //! fn map(_name: &str, contents: &[u8], out: &mut Emitter) {
-//!     for w in words(contents) { out.emit(w, "1"); }
+//!     for w in words(contents) { out.count(w, 1); }
 //! }
 //! fn reduce(_key: &str, counts: &[&str]) -> String { mr_app_sdk::sum_counts(counts).to_string() }
 //! mr_app!(map = map, reduce = reduce, combine = mr_app_sdk::add_count);
@@ -361,6 +361,11 @@ struct Slot {
     len: u32,
     /// Where the key starts in `keys`.
     off: u32,
+    /// What [`Emitter::count`] added for the key: kept as a number, formatted once when
+    /// the map ends (no `String` per key, no decimal arithmetic per word).
+    count: u64,
+    /// Whether [`Emitter::emit`] gave the key a value (`value` may be empty).
+    emitted: bool,
     value: String,
 }
 
@@ -414,6 +419,31 @@ impl CombineMap {
     /// Folds `value` into `key`'s accumulated value with `combine`, or makes it the first.
     #[inline]
     pub fn fold(&mut self, key: &str, value: &str, combine: CombineFn) {
+        let (slot, new) = self.slot(key);
+        if slot.emitted {
+            combine(key, &mut slot.value, value);
+        } else {
+            slot.value.push_str(value);
+            slot.emitted = true;
+        }
+        if new {
+            self.grow_if_full();
+        }
+    }
+
+    /// Adds `n` to `key`'s count.
+    #[inline]
+    pub fn add(&mut self, key: &str, n: u64) {
+        let (slot, new) = self.slot(key);
+        slot.count += n;
+        if new {
+            self.grow_if_full();
+        }
+    }
+
+    /// `key`'s slot, and whether it was empty before (the key is then recorded in it).
+    #[inline]
+    fn slot(&mut self, key: &str) -> (&mut Slot, bool) {
         if self.slots.is_empty() {
             self.slots.resize_with(1 << 12, Slot::default);
             self.shift = 64 - 12;
@@ -427,7 +457,7 @@ impl CombineMap {
         let mask = self.slots.len() - 1;
         let mut i = (key_hash(prefix, bytes) >> self.shift) as usize;
         loop {
-            let slot = &mut self.slots[i];
+            let slot = &self.slots[i];
             if slot.len == 0 {
                 break;
             }
@@ -437,8 +467,7 @@ impl CombineMap {
                     || self.keys[slot.off as usize + INLINE..][..bytes.len() - INLINE]
                         == bytes[INLINE..])
             {
-                combine(key, &mut slot.value, value);
-                return;
+                return (&mut self.slots[i], false);
             }
             i = (i + 1) & mask;
         }
@@ -446,13 +475,20 @@ impl CombineMap {
             panic!("combined keys over 4 GiB");
         };
         self.keys.extend_from_slice(bytes);
-        self.slots[i] = Slot {
+        self.used += 1;
+        let slot = &mut self.slots[i];
+        *slot = Slot {
             prefix,
             len,
             off,
-            value: value.to_owned(),
+            ..Slot::default()
         };
-        self.used += 1;
+        (slot, true)
+    }
+
+    /// Doubles the table once it is three quarters full.
+    #[inline]
+    fn grow_if_full(&mut self) {
         if self.used * 4 > self.slots.len() * 3 {
             self.grow();
         }
@@ -494,19 +530,50 @@ impl CombineMap {
     }
 
     /// Appends every (key, value) record to `out` and empties the map (its memory kept).
-    fn drain_into(&mut self, out: &mut Vec<u8>) {
+    /// A counted key's value is its count in decimal, folded with `combine` into what
+    /// [`Emitter::emit`] gave the same key, if anything.
+    fn drain_into(&mut self, out: &mut Vec<u8>, combine: CombineFn) {
         // Room for every record at once: growing `out` by doubling copied it (a Wasm
         // memcpy) several times per map, 7% of wc's map. Values are mostly short counts.
         out.reserve(self.keys.len() + self.used * (8 + 4));
+        let mut digits = [0u8; 20];
         for i in 0..self.slots.len() {
-            if self.slots[i].len != 0 {
-                let value = std::mem::take(&mut self.slots[i].value);
-                put_record(out, self.key_of(&self.slots[i]), value.as_bytes());
-                self.slots[i].len = 0;
+            if self.slots[i].len == 0 {
+                continue;
+            }
+            let slot = std::mem::take(&mut self.slots[i]);
+            let key = self.key_of(&slot);
+            match (slot.emitted, slot.count) {
+                (false, n) => put_record(out, key, decimal(n, &mut digits)),
+                (true, 0) => put_record(out, key, slot.value.as_bytes()),
+                (true, n) => {
+                    let mut value = slot.value;
+                    let count = decimal(n, &mut digits);
+                    // SAFETY: `decimal` writes ASCII digits only.
+                    let count = unsafe { std::str::from_utf8_unchecked(count) };
+                    // SAFETY: the key came from a &str.
+                    let key_str = unsafe { std::str::from_utf8_unchecked(key) };
+                    combine(key_str, &mut value, count);
+                    put_record(out, key, value.as_bytes());
+                }
             }
         }
         self.used = 0;
         self.keys.clear();
+    }
+}
+
+/// `n` in decimal, in the tail of `buf`.
+#[inline]
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[at..];
+        }
     }
 }
 
@@ -517,6 +584,22 @@ impl Emitter<'_> {
         match &mut self.combiner {
             None => put_record(self.out, key.as_bytes(), value.as_bytes()),
             Some((map, combine)) => map.fold(key, value, *combine),
+        }
+    }
+
+    /// Emits `(key, n)` with `n` in decimal, as `emit(key, &n.to_string())` would, but
+    /// with a combiner the count is added to the key's count as a number and formatted
+    /// once when the map ends: the fast path for counting apps (wc), with no `String`
+    /// per key. The combiner (normally [`add_count`]) still decides how a count meets a
+    /// value that `emit` gave the same key.
+    #[inline]
+    pub fn count(&mut self, key: &str, n: u64) {
+        match &mut self.combiner {
+            None => {
+                let mut digits = [0u8; 20];
+                put_record(self.out, key.as_bytes(), decimal(n, &mut digits));
+            }
+            Some((map, _)) => map.add(key, n),
         }
     }
 }
@@ -683,8 +766,8 @@ pub mod __rt {
             combiner: combine.map(|c| (&mut *combined, c)),
         };
         map(name, rest, &mut emitter);
-        if combine.is_some() {
-            combined.drain_into(out);
+        if let Some(combine) = combine {
+            combined.drain_into(out, combine);
         }
     }
 
@@ -925,7 +1008,7 @@ mod tests {
                 *reference.entry(key.to_owned()).or_insert(0u64) += 1;
             }
             out.clear();
-            map.drain_into(&mut out);
+            map.drain_into(&mut out, add_count);
             let mut got = decode_records(&out);
             got.sort();
             let mut want: Vec<(String, String)> =
@@ -936,8 +1019,49 @@ mod tests {
         map.fold("", "1", add_count);
         map.fold("", "1", add_count);
         out.clear();
-        map.drain_into(&mut out);
+        map.drain_into(&mut out, add_count);
         assert_eq!(decode_records(&out), [(String::new(), "2".to_owned())]);
+    }
+
+    fn wc_count_map(_name: &str, contents: &[u8], out: &mut Emitter) {
+        for w in words(contents) {
+            out.count(w, 1);
+        }
+        // A key that is emitted and counted: the combiner folds the two.
+        out.emit("mixed", "40");
+        out.count("mixed", 2);
+        out.count("big", u64::MAX);
+    }
+
+    #[test]
+    fn counts_are_kept_as_numbers_and_formatted_once() {
+        let input = encode_map_input("doc", b"b a b c b");
+        let (mut out, mut map) = (Vec::new(), CombineMap::default());
+        __rt::run_map(&input, wc_count_map, Some(add_count), &mut out, &mut map);
+        let mut recs = decode_records(&out);
+        recs.sort();
+        let max = u64::MAX.to_string();
+        assert_eq!(
+            recs,
+            [
+                ("a", "1"),
+                ("b", "3"),
+                ("big", &max[..]),
+                ("c", "1"),
+                ("mixed", "42")
+            ]
+            .map(|(k, v)| (k.into(), v.into()))
+        );
+        // Without a combiner, a count is a record of its own, in order.
+        __rt::run_map(&input, wc_count_map, None, &mut out, &mut map);
+        let recs = decode_records(&out);
+        assert_eq!(recs.len(), 5 + 3);
+        assert_eq!(recs[0], ("b".into(), "1".into()));
+        assert_eq!(recs[5..], [
+            ("mixed".into(), "40".into()),
+            ("mixed".into(), "2".into()),
+            ("big".into(), max.clone())
+        ]);
     }
 
     #[test]

@@ -10,7 +10,7 @@ fn map(name: &str, contents: &[u8], out: &mut Emitter) {
             panic!("poison app: a poisoned line in {name}");
         }
         for w in words(line) {
-            out.emit(w, "1");
+            out.count(w, 1);
         }
     }
 }

@@ -5,7 +5,7 @@ use mr_app_sdk::{Emitter, mr_app, words};
 
 fn map(_name: &str, contents: &[u8], out: &mut Emitter) {
     for w in words(contents) {
-        out.emit(w, "1");
+        out.count(w, 1);
     }
 }
 
