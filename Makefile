@@ -37,11 +37,12 @@ fuzz: ## Fuzz each target for FUZZ_SECONDS (default 300); not part of `make test
 
 bench: build ## Run the benchmarks (figures and targets in BENCHMARKS.md; ~10 min; raw numbers in bench-out/)
 	@bench/python/build.sh
+	cargo build --release --locked --bins --features mr-bench/bench
 	$(RELEASE)/mr-bench
 
 lint: setup ## rustfmt and clippy, warnings are errors
 	cargo fmt --all -- --check
-	cargo clippy --release --locked --workspace --all-targets -- -D warnings
+	cargo clippy --release --locked --workspace --all-targets --features mr-bench/bench -- -D warnings
 	cargo clippy --release --manifest-path apps-wasm/Cargo.toml --target wasm32-unknown-unknown -- -D warnings
 
 fmt: ## Format all code

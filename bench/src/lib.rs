@@ -6,6 +6,7 @@
 //! its own loops), on purpose: the bench compares the cluster's output with it, so a bug
 //! in the SDK's fast paths shows up as a mismatch instead of being shared by both sides.
 
+#[cfg(feature = "bench")]
 pub mod boundary;
 
 use std::fs::File;

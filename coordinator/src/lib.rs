@@ -76,7 +76,17 @@ pub enum RunError {
 pub async fn run(
     listener: TcpListener,
     config: CoordinatorConfig,
-    shutdown: impl Future<Output = ()>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    serve(listener, config, Box::pin(shutdown)).await
+}
+
+/// [`run`] with the shutdown boxed: the server's code is then compiled once, here, not
+/// again in every crate that calls `run` with a future of its own (the binary, the tests).
+async fn serve(
+    listener: TcpListener,
+    config: CoordinatorConfig,
+    shutdown: std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
 ) -> Result<(), RunError> {
     let (server, auth) = auth::server(&config)?;
     // Request metrics outermost, so a panic answered INTERNAL is counted as such.
