@@ -435,7 +435,12 @@ impl CombineMap {
     #[inline]
     pub fn add(&mut self, key: &str, n: u64) {
         let (slot, new) = self.slot(key);
-        slot.count += n;
+        // Checked: in a release build `+=` would wrap, and a wrong count is worse than a
+        // failed task.
+        let Some(sum) = slot.count.checked_add(n) else {
+            panic!("the count of {key:?} passes u64::MAX");
+        };
+        slot.count = sum;
         if new {
             self.grow_if_full();
         }
@@ -1057,11 +1062,22 @@ mod tests {
         let recs = decode_records(&out);
         assert_eq!(recs.len(), 5 + 3);
         assert_eq!(recs[0], ("b".into(), "1".into()));
-        assert_eq!(recs[5..], [
-            ("mixed".into(), "40".into()),
-            ("mixed".into(), "2".into()),
-            ("big".into(), max.clone())
-        ]);
+        assert_eq!(
+            recs[5..],
+            [
+                ("mixed".into(), "40".into()),
+                ("mixed".into(), "2".into()),
+                ("big".into(), max.clone())
+            ]
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "passes u64::MAX")]
+    fn a_count_past_u64_max_fails_the_task() {
+        let mut map = CombineMap::default();
+        map.add("big", u64::MAX);
+        map.add("big", 1);
     }
 
     #[test]
