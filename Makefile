@@ -27,10 +27,11 @@ apps: setup ## Build the Wasm apps into target/apps
 images: build ## Build the container image mr:latest (FROM scratch, the binaries, the apps)
 	@deploy/build-images.sh
 
-test: build ## Run every test (unit, end-to-end with real processes and containers)
+test: build ## Run every test (unit, end-to-end with real processes and containers, the k8s manifests offline)
 	@deploy/build-images.sh --if-engine
 	cargo test --release --locked --workspace --lib --bins --tests --no-fail-fast
 	cargo test --release --manifest-path apps-wasm/Cargo.toml --target x86_64-unknown-linux-gnu -p mr-app-sdk
+	deploy/k8s/validate.sh
 
 fuzz: ## Fuzz each target for FUZZ_SECONDS (default 300); not part of `make test` (its build alone would take CI past 25 min)
 	scripts/fuzz.sh $(FUZZ_SECONDS)

@@ -50,3 +50,12 @@ if ! python3 -c 'import playwright.sync_api' 2>/dev/null; then
   python3 -m pip install --quiet playwright
   python3 -c 'import playwright.sync_api' || { echo "setup: playwright does not import after install" >&2; exit 1; }
 fi
+
+# Validates the Kubernetes manifests offline (deploy/k8s/validate.sh, in make test): the
+# schemas ship in the package. kubectl (for `kubectl kustomize`) is not installed here.
+if ! command -v kubernetes-validate >/dev/null; then
+  echo "setup: installing kubernetes-validate (PyPI)"
+  python3 -m pip install --quiet kubernetes-validate
+  hash -r
+  command -v kubernetes-validate >/dev/null || { echo "setup: kubernetes-validate not on PATH after install" >&2; exit 1; }
+fi
