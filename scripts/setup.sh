@@ -59,3 +59,11 @@ if ! command -v kubernetes-validate >/dev/null; then
   hash -r
   command -v kubernetes-validate >/dev/null || { echo "setup: kubernetes-validate not on PATH after install" >&2; exit 1; }
 fi
+
+# The S3 storage tests (e2e/tests/e2e/s3.rs): a real S3 server on loopback.
+if ! command -v moto_server >/dev/null; then
+  echo "setup: installing moto[server] (PyPI)"
+  python3 -m pip install --quiet 'moto[server]'
+  hash -r
+  command -v moto_server >/dev/null || { echo "setup: moto_server not on PATH after install" >&2; exit 1; }
+fi

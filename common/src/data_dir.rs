@@ -270,6 +270,28 @@ impl DataDir {
         )
     }
 
+    /// `path` (under the folder) as an object key: relative, `/`-separated, e.g.
+    /// `jobs/<id>/mr-0-1`; the same layout as the folder's, under an S3 prefix.
+    pub fn key_of(&self, path: &Path) -> Result<String, PathError> {
+        let shown = || path.display().to_string();
+        let relative = path
+            .strip_prefix(&self.root)
+            .map_err(|_| PathError::Escapes {
+                field: "key".into(),
+                path: shown(),
+            })?;
+        let parts: Option<Vec<&str>> = relative
+            .components()
+            .map(|c| c.as_os_str().to_str())
+            .collect();
+        parts
+            .map(|p| p.join("/"))
+            .ok_or_else(|| PathError::NotRelative {
+                field: "key".into(),
+                path: shown(),
+            })
+    }
+
     /// Where attempt `attempt` writes the file that becomes `final_path` once it is accepted.
     pub fn attempt_tmp(final_path: &Path, attempt: u64) -> PathBuf {
         let name = final_path
@@ -551,6 +573,58 @@ pub fn output_name(partition: u32) -> String {
 /// `jobs/<job_id>/mr-out-Y` relative to the data folder, as listed in a job's outputs.
 pub fn output_relative(job_id: &str, partition: u32) -> String {
     format!("{}/{}", job_dir_relative(job_id), output_name(partition))
+}
+
+/// [`DataDir::expand_inputs`] over object keys (S3 storage), with the same rules: paths
+/// relative and without `..`, a glob matched with the same options (`*` stays within a
+/// `/` segment, `**` spans them, hidden names only when named), every pattern matching
+/// something, sorted without duplicates. `list(prefix)` gives every key that starts with
+/// `prefix` and its size; `size(key)` one key's size, None if it is missing. A glob lists
+/// only below its literal head (`input/*.txt` lists `input/`).
+pub fn expand_keys<E: From<PathError>>(
+    patterns: &[String],
+    mut list: impl FnMut(&str) -> Result<Vec<(String, u64)>, E>,
+    mut size: impl FnMut(&str) -> Result<Option<u64>, E>,
+) -> Result<Vec<InputFile>, E> {
+    let mut files = Vec::new();
+    for (i, pattern) in patterns.iter().enumerate() {
+        let field = format!("inputs[{i}]");
+        check_relative(&field, pattern)?;
+        let key = normalize(pattern);
+        let before = files.len();
+        if is_glob(&key) {
+            let compiled = glob::Pattern::new(&key).map_err(|e| PathError::BadGlob {
+                field: field.clone(),
+                path: pattern.clone(),
+                message: e.msg.to_string(),
+            })?;
+            let wild = key.find(['*', '?', '[']).unwrap_or(key.len());
+            let head = key[..wild].rfind('/').map_or("", |at| &key[..=at]);
+            for (found, bytes) in list(head)? {
+                if compiled.matches_with(&found, MATCH_OPTIONS) {
+                    files.push(InputFile {
+                        relative: found,
+                        size: bytes,
+                    });
+                }
+            }
+        } else if let Some(bytes) = size(&key)? {
+            files.push(InputFile {
+                relative: key,
+                size: bytes,
+            });
+        }
+        if files.len() == before {
+            return Err(PathError::NoMatch {
+                field,
+                path: pattern.clone(),
+            }
+            .into());
+        }
+    }
+    files.sort_by(|a, b| a.relative.cmp(&b.relative));
+    files.dedup_by(|a, b| a.relative == b.relative);
+    Ok(files)
 }
 
 fn is_glob(pattern: &str) -> bool {

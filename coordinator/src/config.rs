@@ -28,6 +28,9 @@ pub struct CoordinatorConfig {
     pub http_listen: Option<SocketAddr>,
     /// The shared data folder (inputs, intermediates, outputs). Default `./data`.
     pub data_dir: PathBuf,
+    /// Where inputs, intermediates and outputs live: the data folder (`file://`, the
+    /// default) or S3 (`s3://BUCKET[/PREFIX]`). The journal stays in the data folder.
+    pub storage: mr_storage::Storage,
     /// Where `<app>.wasm` modules are found. Default `./target/apps`.
     pub apps_dir: PathBuf,
     /// An attempt that neither reports nor heartbeats for this long is presumed dead and its
@@ -121,6 +124,7 @@ impl Default for CoordinatorConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 50051)),
             http_listen: None,
             data_dir: PathBuf::from("data"),
+            storage: mr_storage::Storage::Local,
             apps_dir: PathBuf::from("target/apps"),
             task_timeout: Duration::from_secs(10),
             long_poll: Duration::from_secs(20),

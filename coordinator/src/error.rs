@@ -100,6 +100,9 @@ pub enum CoordinatorError {
         scope: &'static str,
         setting: &'static str,
     },
+    /// The object storage (`--storage s3://…`) refused or failed a request, after retries.
+    #[error("object storage: {0}")]
+    Objects(#[from] mr_storage::StoreError),
     /// The journal could not be written, so the change was not made.
     #[error("coordinator store: {0}")]
     Store(#[from] crate::journal::JournalError),
@@ -230,6 +233,9 @@ impl From<CoordinatorError> for Status {
             CoordinatorError::TooManyWatches { .. } => Code::ResourceExhausted,
             CoordinatorError::Io { .. } => Code::Internal,
             CoordinatorError::Store(_) => Code::Unavailable,
+            // A missing bucket, refused credentials, a server that stays down: the
+            // service's storage needs fixing; the message names the bucket.
+            CoordinatorError::Objects(_) => Code::FailedPrecondition,
         };
         Status::new(code, cap_message(err.clipped().to_string()))
     }

@@ -210,7 +210,7 @@ async fn deadline_timer(scheduler: Arc<Scheduler>, mut stop: signal::Receiver<bo
         let _ = tokio::task::spawn_blocking(move || match checker.handle(Event::DeadlineCheck) {
             Ok(Reply::DeadlineChecked { cleanups }) => {
                 for cleanup in &cleanups {
-                    scheduler::clean_job_dir(checker.data(), cleanup);
+                    scheduler::clean_job_dir(checker.data(), &checker.config().storage, cleanup);
                 }
             }
             Ok(_) => {}

@@ -35,9 +35,16 @@ struct Cli {
     /// (default: off). With --auth-token they need the token too.
     #[arg(long, env = "MR_HTTP_LISTEN")]
     http_listen: Option<SocketAddr>,
-    /// Shared data folder: inputs, intermediates and outputs.
+    /// Data folder: the coordinator's journal and uploaded apps (`.mr/`), and with file://
+    /// storage the shared inputs, intermediates and outputs.
     #[arg(long, env = "MR_DATA_DIR", default_value_os_t = DEFAULTS.data_dir.clone())]
     data_dir: PathBuf,
+    /// Where inputs, intermediates and outputs live: file:// (the data folder) or
+    /// s3://BUCKET[/PREFIX], with credentials, region and endpoint from AWS_ACCESS_KEY_ID,
+    /// AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL (and AWS_ALLOW_HTTP=true for a
+    /// plain-HTTP test server). The workers take the same.
+    #[arg(long, env = "MR_STORAGE", default_value_t = DEFAULTS.storage.url())]
+    storage: String,
     /// Folder holding the apps as `<app>.wasm`.
     #[arg(long, env = "MR_APPS_DIR", default_value_os_t = DEFAULTS.apps_dir.clone())]
     apps_dir: PathBuf,
@@ -133,8 +140,9 @@ struct Cli {
 }
 
 impl Cli {
-    fn config(self) -> CoordinatorConfig {
-        CoordinatorConfig {
+    fn config(self) -> anyhow::Result<CoordinatorConfig> {
+        Ok(CoordinatorConfig {
+            storage: mr_storage::Storage::open(&self.storage)?,
             listen: self.listen,
             http_listen: self.http_listen.or(DEFAULTS.http_listen),
             data_dir: self.data_dir,
@@ -171,7 +179,7 @@ impl Cli {
             max_watch_streams: self.max_watch_streams,
             max_watch_streams_per_client: self.max_watch_streams_per_client,
             ..CoordinatorConfig::default()
-        }
+        })
     }
 }
 
@@ -226,7 +234,14 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
         println!("SERVING");
         return Ok(());
     }
-    let config = cli.config();
+    let config = cli.config()?;
+    if let Some(s3) = config.storage.s3() {
+        // One clear message at start rather than a failed job later.
+        let s3 = s3.clone();
+        tokio::task::spawn_blocking(move || s3.check())
+            .await?
+            .context("the storage does not answer: check --storage and the AWS_* settings")?;
+    }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;

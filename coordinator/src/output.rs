@@ -7,6 +7,7 @@
 
 use crate::error::status;
 use mr_proto::v1 as pb;
+use mr_storage::Storage;
 use std::path::PathBuf;
 use std::pin::Pin;
 use tokio::io::AsyncReadExt;
@@ -19,12 +20,29 @@ pub const CHUNK_BYTES: usize = 64 << 10;
 
 pub type OutputStream = Pin<Box<dyn Stream<Item = Result<pb::OutputChunk, Status>> + Send>>;
 
-/// Streams `files` (each an absolute path and the data-relative name the client sees).
-pub fn stream(files: Vec<(PathBuf, String)>) -> OutputStream {
+/// Streams `files` (each an absolute path and the data-relative name the client sees,
+/// which is also its key on S3 storage).
+pub fn stream(files: Vec<(PathBuf, String)>, store: Storage) -> OutputStream {
     let (tx, rx) = tokio::sync::mpsc::channel(2);
     tokio::spawn(async move {
         for (path, name) in files {
-            if let Err(error) = send_file(&path, &name, &tx).await {
+            let sent = match &store {
+                Storage::Local => match tokio::fs::File::open(&path).await {
+                    Ok(file) => send_file(file, &name, &tx).await,
+                    Err(e) => Err(e.to_string()),
+                },
+                // The object whole (one GET; outputs are one reduce partition each),
+                // then the same chunks of whole lines.
+                Storage::S3(s3) => {
+                    let (s3, key) = (s3.clone(), name.clone());
+                    match tokio::task::spawn_blocking(move || s3.get(&key)).await {
+                        Ok(Ok(bytes)) => send_file(&bytes[..], &name, &tx).await,
+                        Ok(Err(e)) => Err(e.to_string()),
+                        Err(e) => Err(e.to_string()),
+                    }
+                }
+            };
+            if let Err(error) = sent {
                 tracing::warn!(file = %name, %error, "reading an output failed");
                 let _ = tx
                     .send(Err(status(
@@ -45,11 +63,10 @@ pub fn stream(files: Vec<(PathBuf, String)>) -> OutputStream {
 /// Sends one file as chunks that end at a line's end; a last line without a newline goes
 /// as it is.
 async fn send_file(
-    path: &std::path::Path,
+    mut file: impl tokio::io::AsyncRead + Unpin,
     name: &str,
     tx: &tokio::sync::mpsc::Sender<Result<pb::OutputChunk, Status>>,
-) -> std::io::Result<()> {
-    let mut file = tokio::fs::File::open(path).await?;
+) -> Result<(), String> {
     let mut pending: Vec<u8> = Vec::with_capacity(CHUNK_BYTES);
     let mut buf = vec![0u8; CHUNK_BYTES];
     loop {
@@ -58,7 +75,10 @@ async fn send_file(
             0 => CHUNK_BYTES,
             room => room,
         };
-        let n = file.read(&mut buf[..room]).await?;
+        let n = file
+            .read(&mut buf[..room])
+            .await
+            .map_err(|e| e.to_string())?;
         if n == 0 {
             break;
         }

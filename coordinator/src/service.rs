@@ -13,10 +13,11 @@ use crate::scheduler::{
 use crate::state::millis;
 use crate::watch::{self, TaskWindow, WatchLimits};
 use crate::workers::Workers;
-use mr_common::DataDir;
+use mr_common::{DataDir, PathError};
 use mr_proto::v1 as pb;
 use mr_proto::v1::coordinator_server::Coordinator;
 use mr_proto::v1::job_service_server::JobService;
+use mr_storage::Storage;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch as signal;
@@ -148,7 +149,34 @@ pub fn validate_submission(
             message: format!("must be between 1 and {MAX_N_REDUCE}, got {}", req.n_reduce),
         });
     }
-    let input_files = data.expand_inputs(&req.inputs)?;
+    let input_files = match &config.storage {
+        Storage::Local => data.expand_inputs(&req.inputs)?,
+        Storage::S3(s3) => mr_common::data_dir::expand_keys(
+            &req.inputs,
+            |prefix| {
+                let objects = s3.list(prefix).map_err(CoordinatorError::from)?;
+                Ok(objects.into_iter().map(|o| (o.key, o.size)).collect())
+            },
+            |key| match s3.size(key) {
+                Ok(size) => Ok(Some(size)),
+                Err(e) if e.is_not_found() => Ok(None),
+                Err(e) => Err(CoordinatorError::from(e)),
+            },
+        )
+        .map_err(|e| match e {
+            CoordinatorError::Path(PathError::NoMatch { field, path }) => {
+                CoordinatorError::InvalidArgument {
+                    field: "inputs",
+                    message: format!(
+                        "{field}: '{}' matches no object under {}",
+                        crate::error::clip(&path),
+                        s3.url()
+                    ),
+                }
+            }
+            other => other,
+        })?,
+    };
     let split_bytes = match req.split_bytes {
         0 => config.default_split_bytes,
         n => n,
@@ -195,11 +223,13 @@ impl JobService for Services {
             tracing::info!(error = %e, "job refused");
         })?;
         let job_id = self.new_job_id();
-        let dir = self.scheduler.data().job_dir(&job_id);
-        std::fs::create_dir_all(&dir).map_err(|source| CoordinatorError::Io {
-            what: format!("creating {}", dir.display()),
-            source,
-        })?;
+        if let Storage::Local = self.scheduler.config().storage {
+            let dir = self.scheduler.data().job_dir(&job_id);
+            std::fs::create_dir_all(&dir).map_err(|source| CoordinatorError::Io {
+                what: format!("creating {}", dir.display()),
+                source,
+            })?;
+        }
         self.handle(Event::Submit {
             job_id: job_id.clone(),
             spec,
@@ -307,7 +337,8 @@ impl JobService for Services {
         }
         let root = self.scheduler.data().root().to_path_buf();
         let files = outputs.into_iter().map(|o| (root.join(&o), o)).collect();
-        Ok(Response::new(output::stream(files)))
+        let store = self.scheduler.config().storage.clone();
+        Ok(Response::new(output::stream(files, store)))
     }
 
     async fn push_app(

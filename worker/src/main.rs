@@ -25,9 +25,14 @@ struct Cli {
     /// The coordinator's gRPC URL.
     #[arg(long, env = "MR_COORDINATOR", default_value_t = DEFAULTS.coordinator.clone())]
     coordinator: String,
-    /// Shared data folder: inputs, intermediates and outputs.
+    /// Shared data folder: inputs, intermediates and outputs (with file:// storage).
     #[arg(long, env = "MR_DATA_DIR", default_value_os_t = DEFAULTS.data_dir.clone())]
     data_dir: PathBuf,
+    /// Where inputs, intermediates and outputs live: file:// (the data folder) or
+    /// s3://BUCKET[/PREFIX] (credentials and endpoint from AWS_*; then no data folder is
+    /// needed). The coordinator's --storage.
+    #[arg(long, env = "MR_STORAGE", default_value_t = DEFAULTS.storage.url())]
+    storage: String,
     /// Name in the coordinator's records and logs (default: <hostname>-<pid>).
     #[arg(long, env = "MR_WORKER_ID")]
     worker_id: Option<String>,
@@ -76,8 +81,15 @@ fn main() -> anyhow::Result<()> {
     let _ = mr_common::limits::raise_open_file_limit(); // logs what it did; runs on without
     // Started as root (compose), run as the data folder's owner before any thread or file
     // exists. `sequential` is a local tool: it runs as whoever starts it.
+    let storage = mr_storage::Storage::open(&cli.storage)?;
     if cli.command.is_none() {
-        privileges::drop_to_data_owner(&cli.data_dir)?;
+        // With S3 storage there is no data folder: the scratch folder's parent stands in
+        // (as root: every capability dropped all the same).
+        let owner_of = match storage.s3() {
+            None => cli.data_dir.clone(),
+            Some(_) => std::env::temp_dir(),
+        };
+        privileges::drop_to_data_owner(&owner_of)?;
     }
     // A file size limit (RLIMIT_FSIZE) must fail the write, as a full disk does, so the task
     // fails with a clear error; by default SIGXFSZ would kill the worker instead.
@@ -91,10 +103,10 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?
-        .block_on(work(cli))
+        .block_on(work(cli, storage))
 }
 
-async fn work(cli: Cli) -> anyhow::Result<()> {
+async fn work(cli: Cli, storage: mr_storage::Storage) -> anyhow::Result<()> {
     if let Some(Command::Sequential {
         app,
         output,
@@ -129,6 +141,7 @@ async fn work(cli: Cli) -> anyhow::Result<()> {
     let config = WorkerConfig {
         coordinator: cli.coordinator,
         data_dir: cli.data_dir,
+        storage,
         worker_id: cli.worker_id.unwrap_or_else(runner::default_worker_id),
         auth_token: cli.auth_token,
         batch_tasks: cli.batch_tasks.max(1),

@@ -16,6 +16,7 @@ use mr_common::DataDir;
 use mr_common::security::{BearerToken, ClientTls};
 use mr_proto::v1 as pb;
 use mr_proto::v1::coordinator_client::CoordinatorClient;
+use mr_storage::Storage;
 use sha2::{Digest, Sha256};
 use std::future::Future;
 use std::path::PathBuf;
@@ -32,8 +33,10 @@ use tracing::Instrument;
 pub struct WorkerConfig {
     /// The coordinator's URL, e.g. `http://127.0.0.1:50051`.
     pub coordinator: String,
-    /// The shared data folder.
+    /// The shared data folder (unused with S3 storage).
     pub data_dir: PathBuf,
+    /// Where inputs, intermediates and outputs live: the data folder, or S3.
+    pub storage: Storage,
     /// How this worker is named in the coordinator's records and logs.
     pub worker_id: String,
     /// How long one RequestTask long poll may be held by the coordinator.
@@ -55,6 +58,7 @@ impl Default for WorkerConfig {
         Self {
             coordinator: "http://127.0.0.1:50051".into(),
             data_dir: PathBuf::from("data"),
+            storage: Storage::Local,
             worker_id: default_worker_id(),
             poll_wait: Duration::from_secs(15),
             batch_tasks: 16,
@@ -83,6 +87,16 @@ pub enum WorkerError {
     /// The Wasm engine could not be set up.
     #[error(transparent)]
     Runtime(#[from] AppError),
+    /// The object storage does not answer (a missing bucket, refused credentials, …).
+    #[error("{0} (the worker's --storage and AWS_* settings)")]
+    Store(#[from] mr_storage::StoreError),
+    /// The local scratch folder (for S3 storage) cannot be made.
+    #[error("scratch folder in {dir}: {source}")]
+    Scratch {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Exponential backoff with jitter, for reconnecting to a coordinator that is away.
@@ -115,7 +129,9 @@ type Shutdown<'a> = Pin<&'a mut (dyn Future<Output = ()> + Send)>;
 
 struct Worker {
     config: WorkerConfig,
+    /// The data folder, or with S3 storage the local scratch folder (`_scratch`).
     data: DataDir,
+    _scratch: Option<tempfile::TempDir>,
     runtime: Arc<AppRuntime>,
     client: CoordinatorClient<InterceptedService<Channel, BearerToken>>,
     /// Most intermediates a reduce opens at once, under this process's open-file limit.
@@ -183,7 +199,20 @@ pub async fn run(
     config: WorkerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), WorkerError> {
-    let data = DataDir::open(&config.data_dir)?;
+    // With S3 storage the worker needs no shared folder: reduces fetch their inputs into a
+    // scratch folder of its own (removed at exit), in the system's temp folder.
+    let (data, scratch) = match &config.storage {
+        Storage::Local => (DataDir::open(&config.data_dir)?, None),
+        Storage::S3(s3) => {
+            s3.check()?;
+            let tmp = std::env::temp_dir();
+            let scratch = tempfile::Builder::new()
+                .prefix("mr-worker-")
+                .tempdir_in(&tmp)
+                .map_err(|source| WorkerError::Scratch { dir: tmp, source })?;
+            (DataDir::open(scratch.path())?, Some(scratch))
+        }
+    };
     let cache_dir = (config.cache_dir.clone()).unwrap_or_else(|| data.compile_cache_dir());
     let runtime = Arc::new(AppRuntime::with_cache_dir(Some(&cache_dir))?);
     let endpoint = Endpoint::from_shared(config.coordinator.clone())
@@ -205,6 +234,7 @@ pub async fn run(
     let worker = Worker {
         config,
         data,
+        _scratch: scratch,
         runtime,
         client,
         merge_fan_in: tasks::merge_fan_in(open_file_limit),
@@ -343,6 +373,7 @@ impl Worker {
         let started = Instant::now();
         let attempt_id = task.attempt_id;
         let data = self.data.clone();
+        let store = self.config.storage.clone();
         let cancel = CancelToken::default();
         // Loading the app is part of the attempt, under its heartbeats: compiling a
         // CPython component takes longer than the task timeout.
@@ -356,7 +387,7 @@ impl Worker {
                     .map_err(TaskError::App)?
                     .with_cancel(cancel);
                 let app = task.app.clone();
-                tokio::task::spawn_blocking(move || run_task(&data, &module, &task, fan_in))
+                tokio::task::spawn_blocking(move || run_task(&data, &store, &module, &task, fan_in))
                     .await
                     .unwrap_or_else(|e| {
                         Err(TaskError::App(AppError::Trap {
@@ -389,10 +420,14 @@ impl Worker {
                         cancel.cancel();
                         // Its files are nobody's once the app has stopped writing them.
                         let (data, task) = (self.data.clone(), task.clone());
+                        let store = self.config.storage.clone();
                         let dropped_at = Instant::now();
                         tokio::spawn(async move {
                             let _ = job.await;
-                            remove_attempt_files(&data, &task);
+                            let _ = tokio::task::spawn_blocking(move || {
+                                remove_attempt_files(&data, &store, &task)
+                            })
+                            .await;
                             tracing::info!(after_ms = dropped_at.elapsed().as_millis() as u64, "dropped attempt stopped; its files removed");
                         }.in_current_span());
                         return Ran::Dropped;
@@ -466,7 +501,9 @@ impl Worker {
                     TaskError::BadIntermediate { maps, .. } => {
                         (pb::FailureKind::BadIntermediate, maps.clone())
                     }
-                    TaskError::Io { .. } | TaskError::Path(_) => (pb::FailureKind::Io, vec![]),
+                    TaskError::Io { .. } | TaskError::Path(_) | TaskError::Store(_) => {
+                        (pb::FailureKind::Io, vec![])
+                    }
                 };
                 pb::report_task_request::Result::Failed(pb::TaskFailed {
                     kind: kind.into(),
@@ -523,7 +560,11 @@ impl Worker {
                     for (task, accepted) in tasks.iter().zip(&reply.accepted) {
                         if !accepted {
                             tracing::info!(job_id = %task.job_id, attempt = task.attempt_id, "report not accepted: the attempt was superseded");
-                            remove_attempt_files(&self.data, task);
+                            let (data, store, task) =
+                                (self.data.clone(), self.config.storage.clone(), task.clone());
+                            tokio::task::spawn_blocking(move || {
+                                remove_attempt_files(&data, &store, &task)
+                            });
                         }
                     }
                     return reply.next_tasks;
@@ -546,7 +587,7 @@ impl Worker {
 }
 
 /// Removes the temp files of an attempt the coordinator did not accept: nobody else will.
-fn remove_attempt_files(data: &DataDir, task: &pb::Assignment) {
+fn remove_attempt_files(data: &DataDir, store: &Storage, task: &pb::Assignment) {
     let finals: Vec<PathBuf> = match &task.task {
         Some(pb::assignment::Task::Map(m)) => (0..task.n_reduce)
             .map(|y| data.intermediate(&task.job_id, m.index, y))
@@ -555,7 +596,17 @@ fn remove_attempt_files(data: &DataDir, task: &pb::Assignment) {
         None => Vec::new(),
     };
     for path in finals {
-        let _ = std::fs::remove_file(DataDir::attempt_tmp(&path, task.attempt_id));
+        let tmp = DataDir::attempt_tmp(&path, task.attempt_id);
+        match store {
+            Storage::Local => {
+                let _ = std::fs::remove_file(tmp);
+            }
+            Storage::S3(s3) => {
+                if let Ok(key) = data.key_of(&tmp) {
+                    let _ = s3.delete(&key);
+                }
+            }
+        }
     }
 }
 
@@ -614,6 +665,7 @@ async fn load_module(
 
 fn run_task(
     data: &DataDir,
+    store: &Storage,
     module: &AppModule,
     task: &pb::Assignment,
     merge_fan_in: usize,
@@ -622,6 +674,7 @@ fn run_task(
         merge_fan_in,
         skip_budget: task.skip_budget,
         data,
+        store,
         job_id: &task.job_id,
         attempt_id: task.attempt_id,
         n_reduce: task.n_reduce,

@@ -16,6 +16,7 @@ use crate::app_runtime::{
 use crate::skip::{self, NarrowError, SkippedRecord, TaskClock};
 use mr_common::{DataDir, PathError};
 use mr_shuffle::{Group, Merger, Reader, RunError, ShuffleError, Writer};
+use mr_storage::{S3Store, Storage, StoreError};
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -46,6 +47,9 @@ pub enum TaskError {
     /// The assignment named a path outside the data folder.
     #[error(transparent)]
     Path(#[from] PathError),
+    /// Object storage failed (after its retries).
+    #[error(transparent)]
+    Store(#[from] StoreError),
     /// The app failed on more records than the job may still skip.
     #[error(
         "{source} on record {record}; skipping it would take the job past its \
@@ -82,7 +86,10 @@ pub struct TaskStats {
 
 /// What every task of one attempt needs to know.
 pub struct TaskContext<'a> {
+    /// The data folder; with S3 storage, the worker's local scratch folder (same layout).
     pub data: &'a DataDir,
+    /// Where inputs, intermediates and outputs live.
+    pub store: &'a Storage,
     pub job_id: &'a str,
     pub attempt_id: u64,
     pub n_reduce: u32,
@@ -120,8 +127,13 @@ pub fn run_map(
     length: u64,
 ) -> Result<TaskStats, TaskError> {
     let clock = TaskClock::start(ctx.limits);
-    let path = ctx.data.resolve("input", input)?;
-    let (start, contents) = read_split_at(&path, offset, length).map_err(io_error(&path))?;
+    let (start, contents) = match ctx.store {
+        Storage::Local => {
+            let path = ctx.data.resolve("input", input)?;
+            read_split_at(&path, offset, length).map_err(io_error(&path))?
+        }
+        Storage::S3(s3) => read_split_s3(s3, input, offset, length)?,
+    };
     let mut skipped = Vec::new();
     let output = match app.map(&ctx.limits, input, &contents) {
         Ok(output) => output,
@@ -175,9 +187,15 @@ pub fn run_map(
             writer.append(key, value).map_err(|e| shuffle_io(&tmp, e))?;
         }
         writer.finish().map_err(|e| shuffle_io(&tmp, e))?;
-        let mut file = File::create(&tmp).map_err(io_error(&tmp))?;
-        temps.0.push(tmp.clone());
-        file.write_all(&encoded).map_err(io_error(&tmp))?;
+        match ctx.store {
+            Storage::Local => {
+                let mut file = File::create(&tmp).map_err(io_error(&tmp))?;
+                temps.0.push(tmp.clone());
+                file.write_all(&encoded).map_err(io_error(&tmp))?;
+            }
+            // The attempt's own key; the coordinator promotes it if it accepts the attempt.
+            Storage::S3(s3) => s3.put(&ctx.data.key_of(&tmp)?, std::mem::take(&mut encoded))?,
+        }
         partitions.push(y);
     }
     temps.keep();
@@ -274,6 +292,49 @@ pub fn read_split_at(path: &Path, offset: u64, length: u64) -> io::Result<(u64, 
     }
     Ok((start, contents))
 }
+
+/// [`read_split_at`] on an object, with ranged GETs: the split plus the byte before it
+/// (to find where its first line starts), then more until its last line's newline.
+pub fn read_split_s3(
+    s3: &S3Store,
+    key: &str,
+    offset: u64,
+    length: u64,
+) -> Result<(u64, Vec<u8>), TaskError> {
+    let size = s3.size(key)?;
+    let end = offset.saturating_add(length).min(size);
+    let from = offset.saturating_sub(1).min(end);
+    let mut contents = s3.get_range(key, from..end)?;
+    let mut start = offset;
+    if offset > 0 {
+        // The split's lines start after the first newline at or after offset - 1; with
+        // none before `end`, no line starts inside the split.
+        match contents.iter().position(|&b| b == b'\n') {
+            Some(i) if from + (i as u64) + 1 < end => {
+                start = from + i as u64 + 1;
+                contents.drain(..=i);
+            }
+            _ => return Ok((end, Vec::new())),
+        }
+    }
+    // Then through the newline that ends the line holding the split's last byte.
+    let mut at = end;
+    while contents.last().is_some_and(|&b| b != b'\n') && at < size {
+        let more = s3.get_range(key, at..at.saturating_add(TAIL_STEP).min(size))?;
+        at += more.len() as u64;
+        match more.iter().position(|&b| b == b'\n') {
+            Some(i) => {
+                contents.extend_from_slice(&more[..=i]);
+                break;
+            }
+            None => contents.extend_from_slice(&more),
+        }
+    }
+    Ok((start, contents))
+}
+
+/// Bytes fetched at a time past a split's end to finish its last line.
+const TAIL_STEP: u64 = 64 << 10;
 
 /// Most intermediate files (or merged runs) a reduce holds open at once: the merge's
 /// fan-in, unless the open-file limit leaves room for fewer ([`merge_fan_in`]). A reduce
@@ -502,6 +563,12 @@ pub fn run_reduce(
     partition: u32,
     map_tasks: &[u32],
 ) -> Result<TaskStats, TaskError> {
+    // With S3 storage the intermediates are fetched into the scratch folder first, then
+    // merged as local files (as Hadoop and Spark spill to local disks).
+    let _fetched = match ctx.store {
+        Storage::Local => RunFiles::default(),
+        Storage::S3(s3) => fetch_intermediates(ctx, s3, partition, map_tasks)?,
+    };
     let mut merged = merge_inputs(ctx, partition, map_tasks, app.name(), &|| {
         app.is_cancelled()
     })?;
@@ -589,8 +656,52 @@ pub fn run_reduce(
     out.into_inner()
         .map_err(|e| e.into_error())
         .map_err(io_error(&tmp))?;
-    temps.keep();
+    match ctx.store {
+        Storage::Local => temps.keep(),
+        // Uploaded under the attempt's key; the local copy goes with `temps`.
+        Storage::S3(s3) => s3.upload_file(&ctx.data.key_of(&tmp)?, &tmp)?,
+    }
     Ok(stats)
+}
+
+/// Downloads the intermediates of `partition` into the scratch folder, where
+/// [`merge_inputs`] finds them; removed when the returned guard is dropped. Every missing
+/// one is named at once, so that all their maps run again together.
+fn fetch_intermediates(
+    ctx: &TaskContext<'_>,
+    s3: &S3Store,
+    partition: u32,
+    map_tasks: &[u32],
+) -> Result<RunFiles, TaskError> {
+    let dir = ctx.data.job_dir(ctx.job_id);
+    std::fs::create_dir_all(&dir).map_err(io_error(&dir))?;
+    let mut fetched = RunFiles::default();
+    let mut missing = Vec::new();
+    let mut first_problem = String::new();
+    for &task in map_tasks {
+        let path = ctx.data.intermediate(ctx.job_id, task, partition);
+        match s3.download(&ctx.data.key_of(&path)?, &path) {
+            Ok(()) => fetched.0.push(path),
+            Err(e) if e.is_not_found() => {
+                let _ = std::fs::remove_file(&path);
+                if first_problem.is_empty() {
+                    first_problem = e.to_string();
+                }
+                missing.push(task);
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&path);
+                return Err(e.into());
+            }
+        }
+    }
+    if !missing.is_empty() {
+        return Err(TaskError::BadIntermediate {
+            maps: missing,
+            message: first_problem,
+        });
+    }
+    Ok(fetched)
 }
 
 /// One output line, as the lab writes it: `key value\n`; returns its bytes.
@@ -642,6 +753,7 @@ mod tests {
     fn context(data: &DataDir, merge_fan_in: usize) -> TaskContext<'_> {
         TaskContext {
             data,
+            store: &Storage::Local,
             job_id: JOB,
             attempt_id: 7,
             n_reduce: 1,

@@ -7,7 +7,8 @@ use crate::journal::{Counters, JournalError, Record, StoredEnding, StoredJobEnd,
 use crate::state::{AttemptId, AttemptOutcome, TaskKind, TaskState, millis, task_label};
 use mr_common::DataDir;
 use mr_common::data_dir::{intermediate_name, output_name};
-use std::path::PathBuf;
+use mr_storage::Storage;
+use std::path::{Path, PathBuf};
 
 /// A commit journaled but not yet finished: its files still to rename into place (after
 /// the journal's sync), then the task's and job's progress to act on.
@@ -94,7 +95,10 @@ impl Transition<'_> {
                     );
                 }
                 let files = match commit_files(
-                    self.data,
+                    Files {
+                        data: self.data,
+                        store: &self.config.storage,
+                    },
                     &job_id,
                     n_reduce,
                     at.kind,
@@ -173,7 +177,11 @@ impl Transition<'_> {
             files,
         } = commit;
         let _span = tracing::info_span!("commit", job_id = %job_id, task = %task_label(kind, index), attempt = attempt_id).entered();
-        if let Err(error) = rename_all(&files) {
+        let at = Files {
+            data: self.data,
+            store: &self.config.storage,
+        };
+        if let Err(error) = rename_all(at, &files) {
             tracing::error!(%error, "renaming committed files failed; the task runs again");
             self.record(Record::TasksReset {
                 job_id,
@@ -369,7 +377,7 @@ pub(crate) fn describe_skipped(record: &StoredSkipped) -> String {
 /// The (temp, final) paths of an attempt's files (a map's: those of `partitions`), once
 /// checked: the partitions must be ascending and in range, and every temp file there.
 pub(super) fn commit_files(
-    data: &DataDir,
+    Files { data, store }: Files<'_>,
     job_id: &str,
     n_reduce: u32,
     kind: TaskKind,
@@ -399,19 +407,64 @@ pub(super) fn commit_files(
     for name in names {
         let final_path = dir.join(&name);
         let tmp = DataDir::attempt_tmp(&final_path, attempt_id);
-        if let Err(e) = std::fs::symlink_metadata(&tmp) {
-            return Err(format!("committing {}: {e}", tmp.display()));
+        match exists(Files { data, store }, &tmp) {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(format!(
+                    "committing {}: not found",
+                    shown(data, store, &tmp)
+                ));
+            }
+            Err(e) => return Err(format!("committing: {e}")),
         }
         files.push((tmp, final_path));
     }
     Ok(files)
 }
 
-/// Renames each temp file to its final name.
-pub(super) fn rename_all(files: &[(PathBuf, PathBuf)]) -> Result<(), String> {
+/// Gives each temp file its final name: a rename in the data folder; on S3, a copy to the
+/// final key, then the attempt's key deleted ([`mr_storage::S3Store::promote`], which a
+/// retry after a crash between the two finishes).
+pub(super) fn rename_all(
+    Files { data, store }: Files<'_>,
+    files: &[(PathBuf, PathBuf)],
+) -> Result<(), String> {
     for (tmp, final_path) in files {
-        std::fs::rename(tmp, final_path)
-            .map_err(|e| format!("committing {}: {e}", tmp.display()))?;
+        match store {
+            Storage::Local => std::fs::rename(tmp, final_path)
+                .map_err(|e| format!("committing {}: {e}", tmp.display()))?,
+            Storage::S3(s3) => {
+                let key = |p: &Path| data.key_of(p).map_err(|e| e.to_string());
+                s3.promote(&key(tmp)?, &key(final_path)?)
+                    .map_err(|e| format!("committing: {e}"))?
+            }
+        }
     }
     Ok(())
+}
+
+/// Where a job's files are: their names in the data folder, on its storage.
+#[derive(Clone, Copy)]
+pub(super) struct Files<'a> {
+    pub data: &'a DataDir,
+    pub store: &'a Storage,
+}
+
+/// Whether `path` (in the data folder's layout) is there, on the job's storage.
+pub(super) fn exists(Files { data, store }: Files<'_>, path: &Path) -> Result<bool, String> {
+    match store {
+        Storage::Local => Ok(std::fs::symlink_metadata(path).is_ok()),
+        Storage::S3(s3) => {
+            let key = data.key_of(path).map_err(|e| e.to_string())?;
+            s3.exists(&key).map_err(|e| e.to_string())
+        }
+    }
+}
+
+/// `path` for messages: the path, or the object's `s3://` URL.
+fn shown(data: &DataDir, store: &Storage, path: &Path) -> String {
+    match (store, data.key_of(path)) {
+        (Storage::S3(s3), Ok(key)) => s3.object_url(&key),
+        _ => path.display().to_string(),
+    }
 }

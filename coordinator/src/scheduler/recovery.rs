@@ -4,13 +4,14 @@
 //! attempt's temp files (the coordinator died between journaling a commit and renaming) or,
 //! failing that, runs again; ended jobs' folders are swept; the journal is compacted.
 
-use super::commit::rename_all;
+use super::commit::{Files, exists, rename_all};
 use super::timers::{cleanup_for, compact};
 use super::{Inner, Scheduler};
 use crate::config::CoordinatorConfig;
 use crate::journal::{Journal, JournalError, Record};
 use crate::state::{Job, State, Task, TaskKind, TaskState};
 use mr_common::DataDir;
+use mr_storage::Storage;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -48,7 +49,7 @@ impl Scheduler {
                     .tasks(kind)
                     .iter()
                     .filter(|t| t.state == TaskState::Completed)
-                    .filter(|t| !finish_commit(&data, job, t))
+                    .filter(|t| !finish_commit(&data, &config.storage, job, t))
                     .map(|t| t.index)
                     .collect();
                 if !lost.is_empty() {
@@ -97,20 +98,24 @@ impl Scheduler {
 
 /// Whether a completed task's files are in place, after finishing its commit from the
 /// committed attempt's temp files where those are still there.
-fn finish_commit(data: &DataDir, job: &Job, task: &Task) -> bool {
+fn finish_commit(data: &DataDir, store: &Storage, job: &Job, task: &Task) -> bool {
     let files = files_of(data, job, task);
-    if files.iter().all(|f| f.exists()) {
+    // Unknown (S3 unreachable) counts as missing: the commit is finished again, or the
+    // task reset, either of which is safe.
+    let at = Files { data, store };
+    let there = |f: &PathBuf| exists(at, f).unwrap_or(false);
+    let missing: Vec<PathBuf> = files.into_iter().filter(|f| !there(f)).collect();
+    if missing.is_empty() {
         return true;
     }
     let Some(winner) = task.committed() else {
         return false;
     };
-    let pending: Vec<(PathBuf, PathBuf)> = files
+    let pending: Vec<(PathBuf, PathBuf)> = missing
         .into_iter()
-        .filter(|f| !f.exists())
         .map(|f| (DataDir::attempt_tmp(&f, winner.id), f))
         .collect();
-    match rename_all(&pending) {
+    match rename_all(at, &pending) {
         Ok(()) => {
             tracing::info!(job_id = %job.id, task = %task.label(), attempt = winner.id, "an interrupted commit was finished");
             true

@@ -484,7 +484,7 @@ async fn ended_jobs_are_summarised_then_forgotten_with_their_folders() {
     // Beyond max_retained_jobs the oldest is forgotten, and its folder goes.
     let cleanups = f.deadline_check();
     for cleanup in &cleanups {
-        clean_job_dir(f.scheduler.data(), cleanup);
+        clean_job_dir(f.scheduler.data(), &f.scheduler.config().storage, cleanup);
     }
     assert!(!f.scheduler.contains("a"));
     assert!(f.scheduler.contains("b") && f.scheduler.contains("c"));

@@ -8,6 +8,7 @@ use crate::config::CoordinatorConfig;
 use crate::journal::{JournalError, Record, StoredEnding, StoredJobEnd};
 use crate::state::{JobId, JobState, millis, task_label};
 use mr_common::DataDir;
+use mr_storage::{S3Store, Storage};
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
@@ -219,7 +220,10 @@ pub(super) fn compact(inner: &mut Inner, config: &CoordinatorConfig) {
 /// Removes what an ended job no longer needs: intermediates and temp files, and for a job
 /// that did not succeed, its partial outputs too; for a forgotten job, the whole folder.
 /// Also run at start-up, where it sweeps up after attempts that crashed.
-pub fn clean_job_dir(data: &DataDir, cleanup: &Cleanup) {
+pub fn clean_job_dir(data: &DataDir, store: &Storage, cleanup: &Cleanup) {
+    if let Storage::S3(s3) = store {
+        return clean_job_prefix(s3, cleanup);
+    }
     let dir = data.job_dir(&cleanup.job_id);
     if cleanup.scope == CleanupScope::Forgotten {
         if std::fs::remove_dir_all(&dir).is_ok() {
@@ -257,5 +261,41 @@ pub(super) fn cleanup_for(job_id: &str, state: JobState) -> Cleanup {
         } else {
             CleanupScope::Everything
         },
+    }
+}
+
+/// [`clean_job_dir`] on S3: the same objects, under `jobs/<id>/`.
+fn clean_job_prefix(s3: &S3Store, cleanup: &Cleanup) {
+    let prefix = format!(
+        "{}/",
+        mr_common::data_dir::job_dir_relative(&cleanup.job_id)
+    );
+    let keep_outputs = cleanup.scope == CleanupScope::KeepOutputs;
+    let objects = match s3.list(&prefix) {
+        Ok(objects) => objects,
+        Err(error) => {
+            // Swept again at the next start-up.
+            tracing::warn!(job_id = %cleanup.job_id, %error, "cannot list the job's objects to clean them");
+            return;
+        }
+    };
+    let doomed: Vec<String> = objects
+        .into_iter()
+        .map(|o| o.key)
+        .filter(|key| {
+            let name = key.rsplit('/').next().unwrap_or_default();
+            !(keep_outputs && name.starts_with("mr-out-"))
+        })
+        .collect();
+    if doomed.is_empty() {
+        return;
+    }
+    match s3.delete_all(&doomed) {
+        Ok(()) => {
+            tracing::info!(job_id = %cleanup.job_id, removed = doomed.len(), "job objects cleaned")
+        }
+        Err(error) => {
+            tracing::warn!(job_id = %cleanup.job_id, %error, "cleaning the job's objects failed")
+        }
     }
 }

@@ -15,4 +15,5 @@ mod languages;
 mod operate;
 mod protocol;
 mod reliability;
+mod s3;
 mod security;
