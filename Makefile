@@ -5,7 +5,7 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 
 TARGET   := x86_64-unknown-linux-musl
 RELEASE  := target/$(TARGET)/release
-BINS     := mr-coordinator mr-worker mr
+BINS     := mr-coordinator mr-worker mr mr-s3-server
 
 .PHONY: help setup build apps images test fuzz lint fmt demo demo-local down clean bench
 

@@ -352,8 +352,9 @@ impl S3Store {
         let key = key.to_string();
         self.block(async move {
             let bytes = store.inner.store.get_range(&store.key(&key), range).await;
+            // Without a copy when the body is one buffer (the usual case).
             bytes
-                .map(|b| b.to_vec())
+                .map(Vec::from)
                 .map_err(|e| store.error("get", &key, e))
         })
     }
@@ -371,7 +372,7 @@ impl S3Store {
                 .await
                 .map_err(fail)?;
             let bytes = result.bytes().await.map_err(fail)?;
-            Ok(bytes.to_vec())
+            Ok(Vec::from(bytes))
         })
     }
 

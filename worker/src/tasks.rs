@@ -293,8 +293,9 @@ pub fn read_split_at(path: &Path, offset: u64, length: u64) -> io::Result<(u64, 
     Ok((start, contents))
 }
 
-/// [`read_split_at`] on an object, with ranged GETs: the split plus the byte before it
-/// (to find where its first line starts), then more until its last line's newline.
+/// [`read_split_at`] on an object, with ranged GETs: where the split's first line starts
+/// (the first newline at or after `offset - 1`, found in [`TAIL_STEP`]-sized GETs), then
+/// the split from there in one GET, then more until its last line's newline.
 pub fn read_split_s3(
     s3: &S3Store,
     key: &str,
@@ -303,34 +304,35 @@ pub fn read_split_s3(
 ) -> Result<(u64, Vec<u8>), TaskError> {
     let size = s3.size(key)?;
     let end = offset.saturating_add(length).min(size);
-    let from = offset.saturating_sub(1).min(end);
-    let mut contents = s3.get_range(key, from..end)?;
-    let mut start = offset;
-    if offset > 0 {
-        // The split's lines start after the first newline at or after offset - 1; with
-        // none before `end`, no line starts inside the split.
-        match contents.iter().position(|&b| b == b'\n') {
-            Some(i) if from + (i as u64) + 1 < end => {
-                start = from + i as u64 + 1;
-                contents.drain(..=i);
-            }
+    let start = if offset == 0 {
+        0
+    } else {
+        // With no newline before `end`, no line starts inside the split.
+        match find_newline(s3, key, offset - 1, end)? {
+            Some(at) if at + 1 < end => at + 1,
             _ => return Ok((end, Vec::new())),
         }
-    }
+    };
+    let mut contents = s3.get_range(key, start..end)?;
     // Then through the newline that ends the line holding the split's last byte.
-    let mut at = end;
-    while contents.last().is_some_and(|&b| b != b'\n') && at < size {
-        let more = s3.get_range(key, at..at.saturating_add(TAIL_STEP).min(size))?;
-        at += more.len() as u64;
-        match more.iter().position(|&b| b == b'\n') {
-            Some(i) => {
-                contents.extend_from_slice(&more[..=i]);
-                break;
-            }
-            None => contents.extend_from_slice(&more),
-        }
+    if contents.last().is_some_and(|&b| b != b'\n') {
+        let tail_end = find_newline(s3, key, end, size)?.map_or(size, |at| at + 1);
+        contents.extend_from_slice(&s3.get_range(key, end..tail_end)?);
     }
     Ok((start, contents))
+}
+
+/// The position of the first newline in `key`'s bytes `from..to`, if any.
+fn find_newline(s3: &S3Store, key: &str, from: u64, to: u64) -> Result<Option<u64>, TaskError> {
+    let mut at = from;
+    while at < to {
+        let chunk = s3.get_range(key, at..at.saturating_add(TAIL_STEP).min(to))?;
+        if let Some(i) = chunk.iter().position(|&b| b == b'\n') {
+            return Ok(Some(at + i as u64));
+        }
+        at += chunk.len().max(1) as u64;
+    }
+    Ok(None)
 }
 
 /// Bytes fetched at a time past a split's end to finish its last line.

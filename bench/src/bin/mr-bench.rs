@@ -59,6 +59,8 @@ fn median(v: &[f64]) -> f64 {
 // A local cluster of real processes.
 
 struct Cluster {
+    /// With S3 storage: the S3 server (figure 13), stopped when the cluster is dropped.
+    _s3: Option<S3Setup>,
     coordinator: Child,
     workers: Vec<Child>,
     client: JobServiceClient<Channel>,
@@ -80,6 +82,19 @@ impl Cluster {
         logs: &Path,
         cache_dir: Option<&Path>,
     ) -> Res<Cluster> {
+        Self::start_with(data, workers, logs, cache_dir, None).await
+    }
+
+    /// [`Cluster::start_cached`], with the data in S3 when `s3` is given: the coordinator's
+    /// journal then in `data`, the objects (so the outputs [`Cluster::check`] reads) in
+    /// the S3 server's bucket folder.
+    async fn start_with(
+        data: &Path,
+        workers: usize,
+        logs: &Path,
+        cache_dir: Option<&Path>,
+        s3: Option<S3Setup>,
+    ) -> Res<Cluster> {
         // A fresh journal and jobs folder: every cluster starts from nothing.
         let _ = std::fs::remove_dir_all(data.join(".mr"));
         let _ = std::fs::remove_dir_all(data.join("jobs"));
@@ -94,14 +109,18 @@ impl Cluster {
                 .open(logs.join(name))?
                 .into())
         };
-        let coordinator = spawn_coordinator(data, port, logs)?;
+        let storage_args = s3.as_ref().map(S3Setup::args).unwrap_or_default();
+        let env = s3.as_ref().map(S3Setup::env).unwrap_or_default();
+        let coordinator = spawn_coordinator_with(data, port, logs, &storage_args, &env)?;
         let addr = format!("http://127.0.0.1:{port}");
         let (channel, _) = connect(&addr).await?;
+        let checked = s3.as_ref().map_or(data.to_path_buf(), |s| s.bucket_dir());
         let mut cluster = Cluster {
+            _s3: s3,
             coordinator,
             workers: Vec::new(),
             client: JobServiceClient::new(channel).max_decoding_message_size(256 << 20),
-            data: data.to_path_buf(),
+            data: checked,
             port,
             logs: logs.to_path_buf(),
         };
@@ -116,6 +135,7 @@ impl Cluster {
             if let Some(dir) = cache_dir {
                 w.arg("--cache-dir").arg(dir);
             }
+            w.args(&storage_args).envs(env.iter().cloned());
             let w = w
                 .stdin(Stdio::null())
                 .stdout(log(&format!("worker-{}.log", i + 1))?)
@@ -372,7 +392,120 @@ fn peak_mib(pid: u32) -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
+/// `mr-s3-server` (s3s-fs) serving `root` on loopback, with the bucket `bench`: objects
+/// are files under `root/bench/`, so inputs are put there by copying them.
+struct S3Setup {
+    server: Child,
+    root: PathBuf,
+    port: u16,
+}
+
+impl S3Setup {
+    const BUCKET: &str = "bench";
+
+    async fn start(root: &Path, logs: &Path) -> Res<S3Setup> {
+        let _ = std::fs::remove_dir_all(root);
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(logs.join("s3-server.log"))?;
+        let server = Command::new(root_dir_bin("mr-s3-server"))
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--root")
+            .arg(root)
+            .args([
+                "--bucket",
+                Self::BUCKET,
+                "--access-key",
+                "bench",
+                "--secret-key",
+                "bench",
+            ])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Ok(S3Setup {
+                    server,
+                    root: root.to_path_buf(),
+                    port,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err("mr-s3-server did not start".into())
+    }
+
+    /// A client of the bucket (the services' own, from `mr-storage`).
+    fn client(&self) -> Res<mr_storage::S3Store> {
+        let endpoint = format!("http://127.0.0.1:{}", self.port);
+        let settings = [
+            ("aws_endpoint", endpoint.as_str()),
+            ("aws_access_key_id", "bench"),
+            ("aws_secret_access_key", "bench"),
+            ("aws_region", "us-east-1"),
+            ("aws_allow_http", "true"),
+        ];
+        match mr_storage::Storage::open_with(&format!("s3://{}", Self::BUCKET), &settings)? {
+            mr_storage::Storage::S3(s3) => Ok(s3),
+            mr_storage::Storage::Local => Err("not an S3 URL".into()),
+        }
+    }
+
+    fn bucket_dir(&self) -> PathBuf {
+        self.root.join(Self::BUCKET)
+    }
+
+    fn args(&self) -> Vec<String> {
+        vec!["--storage".into(), format!("s3://{}", Self::BUCKET)]
+    }
+
+    fn env(&self) -> Vec<(String, String)> {
+        [
+            (
+                "AWS_ENDPOINT_URL",
+                format!("http://127.0.0.1:{}", self.port),
+            ),
+            ("AWS_ACCESS_KEY_ID", "bench".into()),
+            ("AWS_SECRET_ACCESS_KEY", "bench".into()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_ALLOW_HTTP", "true".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+}
+
+impl Drop for S3Setup {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
+}
+
+fn root_dir_bin(name: &str) -> PathBuf {
+    root().join("target/release").join(name)
+}
+
 fn spawn_coordinator(data: &Path, port: u16, logs: &Path) -> Res<Child> {
+    spawn_coordinator_with(data, port, logs, &[], &[])
+}
+
+fn spawn_coordinator_with(
+    data: &Path,
+    port: u16,
+    logs: &Path,
+    args: &[String],
+    env: &[(String, String)],
+) -> Res<Child> {
     let log = || -> Res<Stdio> {
         Ok(std::fs::OpenOptions::new()
             .create(true)
@@ -387,6 +520,8 @@ fn spawn_coordinator(data: &Path, port: u16, logs: &Path) -> Res<Child> {
         .arg(data)
         .arg("--apps-dir")
         .arg(root().join("target/apps"))
+        .args(args)
+        .envs(env.iter().cloned())
         .stdin(Stdio::null())
         .stdout(log()?)
         .stderr(log()?)
@@ -703,7 +838,7 @@ async fn run() -> Res<()> {
     let runs = env_num("BENCH_RUNS", 3).max(1) as usize;
     let file_mib = env_num("BENCH_FILE_MIB", 32).max(1);
     let figures: Vec<u32> = std::env::var("BENCH_FIGURES")
-        .unwrap_or_else(|_| "1,2,3,4,5,6,7,8,9,10,11,12".into())
+        .unwrap_or_else(|_| "1,2,3,4,5,6,7,8,9,10,11,12,13".into())
         .split(',')
         .filter_map(|f| f.trim().parse().ok())
         .collect();
@@ -1217,6 +1352,54 @@ async fn run() -> Res<()> {
                 "(no target: the faster is the interface)",
             );
         }
+    }
+
+    // 13: wc from S3 (mr-s3-server, i.e. s3s-fs, on loopback) against the same job on
+    // file://, two clusters side by side, runs interleaved (issue 13).
+    if figures.contains(&13) {
+        let mib = b.size_mib(&small);
+        eprintln!("figure 13: wc over {mib:.0} MiB on s3:// (s3s-fs) vs file://, 2 workers");
+        let s3 = S3Setup::start(&b.out.join("s3"), &b.logs).await?;
+        // PUT, not copied into the server's folder: s3s-fs keeps a PUT object's MD5 (its
+        // ETag) beside it, and would hash the whole file on every GET and HEAD of one
+        // copied in behind its back.
+        let client = s3.client()?;
+        for input in &small {
+            let bytes = std::fs::read(data.join(input))?;
+            let key = input.clone();
+            tokio::task::spawn_blocking({
+                let client = client.clone();
+                move || client.put(&key, bytes)
+            })
+            .await??;
+        }
+        let state = b.out.join("s3-state");
+        std::fs::create_dir_all(&state)?;
+        let mut on_s3 = Cluster::start_with(&state, 2, &b.logs, None, Some(s3)).await?;
+        let mut on_files = Cluster::start(&data, 2, &b.logs).await?;
+        let (_, reference) = b.native("small", &small)?;
+        let (mut s3_s, mut file_s) = (Vec::new(), Vec::new());
+        for _ in 0..b.runs {
+            s3_s.extend(b.cluster_runs(&mut on_s3, &small, 4, &reference, 1).await?);
+            file_s.extend(
+                b.cluster_runs(&mut on_files, &small, 4, &reference, 1)
+                    .await?,
+            );
+        }
+        drop(on_s3);
+        b.record("s3_s", &s3_s);
+        b.record("s3_file_s", &file_s);
+        let ratio = median(&s3_s) / median(&file_s);
+        b.row(
+            &format!("13. wc {mib:.0} MiB, 2 workers: s3:// (s3s-fs) / file://"),
+            format!(
+                "{ratio:.2}x ({:.2} s vs {:.2} s)",
+                median(&s3_s),
+                median(&file_s)
+            ),
+            "<= 1.5x",
+            ratio <= 1.5,
+        );
     }
 
     // The table and the raw numbers.

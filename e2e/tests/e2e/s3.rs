@@ -1,8 +1,10 @@
-//! S3 storage (`--storage s3://BUCKET/PREFIX`) against a real S3 server on loopback
-//! (moto_server, installed by `make setup`): inputs, intermediates and outputs in the
-//! bucket, the workers with no shared folder. Outputs are compared line for line with
-//! the sequential reference over the same inputs, through a worker SIGKILLed and the
-//! coordinator SIGKILLed and restarted; a missing bucket is named at start-up.
+//! S3 storage (`--storage s3://BUCKET/PREFIX`) against real S3 servers on loopback: moto
+//! (PyPI, installed by `make setup`) and s3s-fs (crates.io, built as `mr-s3-server`).
+//! Inputs, intermediates and outputs in the bucket, the workers with no shared folder.
+//! Outputs are compared line for line with the sequential reference over the same
+//! inputs, on both servers, through a worker SIGKILLed and the coordinator SIGKILLed and
+//! restarted, and through the S3 server itself SIGKILLed and restarted; a missing bucket
+//! and unknown credentials are named at start-up.
 
 use mr_e2e::v1 as pb;
 use mr_e2e::{
@@ -18,11 +20,21 @@ const BUCKET: &str = "mr-e2e";
 const PREFIX: &str = "team/data";
 const JOB_TIMEOUT: Duration = Duration::from_secs(240);
 
-/// A moto S3 server on a free loopback port, killed when dropped.
+/// Which S3 server.
+enum Kind {
+    /// moto_server (PyPI `moto[server]`): objects in memory.
+    Moto { env: Vec<(String, String)> },
+    /// `mr-s3-server` (crates.io s3s-fs): objects as files under the server's folder, so
+    /// they survive a restart.
+    S3sFs,
+}
+
+/// An S3 server on a free loopback port, killed when dropped.
 struct S3Server {
+    kind: Kind,
     port: u16,
-    child: Child,
-    _dir: tempfile::TempDir,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
 }
 
 impl S3Server {
@@ -30,32 +42,79 @@ impl S3Server {
         Self::start_with(&[])
     }
 
-    /// With moto's settings `env`, e.g. `INITIAL_NO_AUTH_ACTION_COUNT=0`: check every
+    /// moto with its settings `env`, e.g. `INITIAL_NO_AUTH_ACTION_COUNT=0`: check every
     /// request's credentials (none are known, so every one is refused).
     fn start_with(env: &[(&str, &str)]) -> S3Server {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
-        let log = std::fs::File::create(dir.path().join("moto.log")).expect("moto log");
-        let child = Command::new("moto_server")
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .envs(env.iter().copied())
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        Self::launch(Kind::Moto { env: env.collect() })
+    }
+
+    fn s3s_fs() -> S3Server {
+        Self::launch(Kind::S3sFs)
+    }
+
+    fn launch(kind: Kind) -> S3Server {
+        let mut server = S3Server {
+            kind,
+            port: free_port(),
+            child: None,
+            dir: tempfile::tempdir().expect("tempdir"),
+        };
+        server.spawn();
+        server
+    }
+
+    /// Starts the server process (again) on its port and folder; returns once it answers.
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("server.log"))
+            .expect("server log");
+        let port = self.port.to_string();
+        let mut cmd = match &self.kind {
+            Kind::Moto { env } => {
+                let mut cmd = Command::new("moto_server");
+                cmd.args(["-H", "127.0.0.1", "-p", &port])
+                    .envs(env.iter().cloned());
+                cmd
+            }
+            Kind::S3sFs => {
+                let mut cmd = Command::new(bin("mr-s3-server"));
+                cmd.arg("--listen")
+                    .arg(format!("127.0.0.1:{port}"))
+                    .arg("--root")
+                    .arg(self.dir.path().join("root"))
+                    .args(["--bucket", BUCKET])
+                    // s3s checks signatures only against keys it was given.
+                    .args(["--access-key", "test", "--secret-key", "test"]);
+                cmd
+            }
+        };
+        let child = cmd
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
             .spawn()
-            .expect("moto_server (PyPI moto[server]; run `make setup`)");
-        let server = S3Server {
-            port,
-            child,
-            _dir: dir,
-        };
+            .expect(
+                "the S3 server (moto_server: PyPI moto[server]; both: `make setup`, `make build`)",
+            );
+        self.child = Some(child);
         for _ in 0..300 {
-            if server.request("GET", "/").is_some() {
-                return server;
+            if self.request("GET", "/").is_some() {
+                return;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("moto_server did not answer on port {port}");
+        panic!("the S3 server did not answer on port {port}");
+    }
+
+    /// SIGKILLs the server process.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     fn endpoint(&self) -> String {
@@ -76,7 +135,13 @@ impl S3Server {
     }
 
     fn create_bucket(&self, bucket: &str) {
-        assert_eq!(self.request("PUT", &format!("/{bucket}")), Some(200));
+        match self.kind {
+            Kind::Moto { .. } => {
+                assert_eq!(self.request("PUT", &format!("/{bucket}")), Some(200))
+            }
+            // Made at start (--bucket).
+            Kind::S3sFs => assert_eq!(bucket, BUCKET),
+        }
     }
 
     /// The AWS_* settings every process gets.
@@ -112,8 +177,7 @@ impl S3Server {
 
 impl Drop for S3Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
 }
 
@@ -189,8 +253,16 @@ async fn assert_only_outputs(client: &S3Store, job: &pb::Job) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn wc_and_indexer_on_s3_match_the_sequential_reference() {
-    let s3 = S3Server::start();
+async fn wc_and_indexer_on_moto_match_the_sequential_reference() {
+    wc_and_indexer_match_the_sequential_reference(S3Server::start()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wc_and_indexer_on_s3s_fs_match_the_sequential_reference() {
+    wc_and_indexer_match_the_sequential_reference(S3Server::s3s_fs()).await;
+}
+
+async fn wc_and_indexer_match_the_sequential_reference(s3: S3Server) {
     let (cluster, client) = s3_cluster(&s3, 3, "10s").await;
     let inputs = lab_inputs();
     upload(&client, &cluster, &inputs);
@@ -342,5 +414,122 @@ async fn a_missing_bucket_or_refused_credentials_stop_the_services_at_start_with
             stderr.contains(&url()) && stderr.contains("InvalidAccessKeyId"),
             "{binary}: {stderr}"
         );
+    }
+}
+
+/// The S3 server SIGKILLed mid-job and started again on the same folder after a pause:
+/// requests in between fail and are retried (or their tasks run again), and the output is
+/// exact.
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_output_is_exact_through_an_s3_server_restart() {
+    let mut s3 = S3Server::s3s_fs();
+    let (cluster, client) = s3_cluster(&s3, 2, "3s").await;
+    let inputs = write_big_inputs(&cluster.data, 2, 1);
+    upload(&client, &cluster, &inputs);
+    let job_id = cluster
+        .submit_request(pb::SubmitJobRequest {
+            app: "wc".into(),
+            inputs: vec!["input/big/*.txt".into()],
+            n_reduce: 4,
+            split_bytes: 512 << 10,
+            max_skipped_records: 0,
+        })
+        .await;
+    let deadline = tokio::time::Instant::now() + JOB_TIMEOUT;
+    loop {
+        let job = cluster.job(&job_id).await;
+        let done = job
+            .tasks
+            .iter()
+            .filter(|t| t.state() == pb::TaskState::Completed)
+            .count();
+        if done >= 2 {
+            assert_eq!(
+                job.state(),
+                pb::JobState::Running,
+                "the restart comes mid-job"
+            );
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no task done");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    s3.kill();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    s3.spawn();
+    let job = cluster.wait(&job_id, JOB_TIMEOUT).await;
+    assert_eq!(job.state(), pb::JobState::Succeeded, "{}", job.error);
+    let got = output_lines(&cluster, &job_id).await;
+    assert_same_lines(
+        &got,
+        &cluster.reference("wc", &inputs),
+        "wc through an S3 restart",
+    );
+    assert_only_outputs(&client, &job).await;
+}
+
+/// A split read with ranged GETs is byte for byte the split read from a file: the lines
+/// that start inside `[offset, offset + length)`, for every cut of a file whose lines
+/// are empty, short, longer than the GETs that look for a line's end, and unterminated.
+#[tokio::test(flavor = "multi_thread")]
+async fn split_reads_on_s3_equal_split_reads_of_a_file() {
+    let s3 = S3Server::s3s_fs();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut text = Vec::new();
+    for i in 0..400usize {
+        let len = match i % 7 {
+            0 => 0,
+            1 => 150_000, // longer than a GET that looks for a line's end
+            _ => (i * 37) % 900,
+        };
+        text.extend((0..len).map(|j| b'a' + ((i + j) % 26) as u8));
+        text.push(b'\n');
+    }
+    text.extend_from_slice(b"no newline at the end");
+    let path = dir.path().join("lines.txt");
+    std::fs::write(&path, &text).expect("write");
+    let client = s3.client(&url());
+    client.put("input/lines.txt", text.clone()).expect("put");
+    let size = text.len() as u64;
+    let mut cuts: Vec<(u64, u64)> = vec![(0, size), (0, 1), (size - 1, 1), (size, 10)];
+    // Around the first lines' ends, and spread over the file.
+    let ends: Vec<u64> = text
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b'\n')
+        .map(|(i, _)| i as u64)
+        .take(6)
+        .collect();
+    for length in [1u64, 899, 150_001, 400_000] {
+        for &end in &ends {
+            for offset in [end.saturating_sub(1), end, end + 1, end + 2] {
+                cuts.push((offset, length));
+            }
+        }
+        let mut offset = 7;
+        while offset < size {
+            cuts.push((offset, length));
+            offset += size / 11;
+        }
+    }
+    for (offset, length) in cuts {
+        let (s3_client, (offset_, length_)) = (client.clone(), (offset, length));
+        let got = tokio::task::spawn_blocking(move || {
+            mr_worker::tasks::read_split_s3(&s3_client, "input/lines.txt", offset_, length_)
+        })
+        .await
+        .expect("join")
+        .expect("read_split_s3");
+        let want = mr_worker::tasks::read_split_at(&path, offset, length).expect("read_split_at");
+        assert!(
+            got.1 == want.1,
+            "contents of [{offset}, +{length}): {} vs {} bytes",
+            got.1.len(),
+            want.1.len()
+        );
+        // Where the first line starts (skipped records are named by it), when there is one.
+        if !want.1.is_empty() {
+            assert_eq!(got.0, want.0, "start of [{offset}, +{length})");
+        }
     }
 }
