@@ -146,7 +146,7 @@ async fn serve(
 
     let timer = tokio::spawn(deadline_timer(scheduler.clone(), stop_rx));
     if let Ok(addr) = incoming.local_addr() {
-        tracing::info!(%addr, data_dir = %scheduler.data().root().display(), "coordinator listening");
+        tracing::info!(%addr, data_dir = %scheduler.data().root().display(), storage = %scheduler.config().storage.url(), "coordinator listening");
     }
     let result = server
         .add_service(health_service)

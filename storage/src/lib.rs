@@ -86,6 +86,50 @@ impl Storage {
     }
 }
 
+/// A plain-HTTP S3-compatible server and the keys to sign with (the tests' and the
+/// bench's local servers): as the `AWS_*` variables a child process reads, or as a client.
+pub struct Endpoint<'a> {
+    /// `http://host:port`.
+    pub url: &'a str,
+    pub access_key: &'a str,
+    pub secret_key: &'a str,
+}
+
+impl Endpoint<'_> {
+    /// `AWS_ENDPOINT_URL`, the keys, a region and `AWS_ALLOW_HTTP`.
+    pub fn env(&self) -> Vec<(String, String)> {
+        [
+            ("AWS_ENDPOINT_URL", self.url),
+            ("AWS_ACCESS_KEY_ID", self.access_key),
+            ("AWS_SECRET_ACCESS_KEY", self.secret_key),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ALLOW_HTTP", "true"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    /// A client of `storage` (`s3://bucket[/prefix]`) on this server, configured without
+    /// touching this process's environment.
+    pub fn client(&self, storage: &str) -> Result<S3Store, StoreError> {
+        let settings = [
+            ("aws_endpoint", self.url),
+            ("aws_access_key_id", self.access_key),
+            ("aws_secret_access_key", self.secret_key),
+            ("aws_region", "us-east-1"),
+            ("aws_allow_http", "true"),
+        ];
+        match Storage::open_with(storage, &settings)? {
+            Storage::S3(s3) => Ok(s3),
+            Storage::Local => Err(StoreError::Config {
+                url: storage.to_string(),
+                message: "not an s3:// URL".into(),
+            }),
+        }
+    }
+}
+
 /// Why a storage call failed. Each names the object (`s3://bucket/key`).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -257,6 +301,22 @@ impl S3Store {
         }
     }
 
+    /// A failure of the local side of a transfer of `key`.
+    fn local_error(
+        &self,
+        op: &'static str,
+        key: &str,
+        local: &Path,
+        source: std::io::Error,
+    ) -> StoreError {
+        StoreError::Local {
+            op,
+            url: self.object_url(key),
+            local: local.display().to_string(),
+            source,
+        }
+    }
+
     fn error(&self, op: &'static str, key: &str, e: object_store::Error) -> StoreError {
         let url = self.object_url(key);
         match e {
@@ -382,12 +442,7 @@ impl S3Store {
         let key = key.to_string();
         let local = local.to_path_buf();
         self.block(async move {
-            let local_error = |source| StoreError::Local {
-                op: "get",
-                url: store.object_url(&key),
-                local: local.display().to_string(),
-                source,
-            };
+            let local_error = |source| store.local_error("get", &key, &local, source);
             let result = store.inner.store.get(&store.key(&key)).await;
             let mut stream = result
                 .map_err(|e| store.error("get", &key, e))?
@@ -423,12 +478,7 @@ impl S3Store {
         let key = key.to_string();
         let local = local.to_path_buf();
         self.block(async move {
-            let local_error = |source| StoreError::Local {
-                op: "put",
-                url: store.object_url(&key),
-                local: local.display().to_string(),
-                source,
-            };
+            let local_error = |source| store.local_error("put", &key, &local, source);
             let mut file = tokio::fs::File::open(&local).await.map_err(local_error)?;
             let mut chunk = Vec::with_capacity(PART_BYTES);
             (&mut file)

@@ -445,17 +445,15 @@ impl S3Setup {
 
     /// A client of the bucket (the services' own, from `mr-storage`).
     fn client(&self) -> Res<mr_storage::S3Store> {
-        let endpoint = format!("http://127.0.0.1:{}", self.port);
-        let settings = [
-            ("aws_endpoint", endpoint.as_str()),
-            ("aws_access_key_id", "bench"),
-            ("aws_secret_access_key", "bench"),
-            ("aws_region", "us-east-1"),
-            ("aws_allow_http", "true"),
-        ];
-        match mr_storage::Storage::open_with(&format!("s3://{}", Self::BUCKET), &settings)? {
-            mr_storage::Storage::S3(s3) => Ok(s3),
-            mr_storage::Storage::Local => Err("not an S3 URL".into()),
+        let url = format!("http://127.0.0.1:{}", self.port);
+        Ok(Self::endpoint(&url).client(&format!("s3://{}", Self::BUCKET))?)
+    }
+
+    fn endpoint(url: &str) -> mr_storage::Endpoint<'_> {
+        mr_storage::Endpoint {
+            url,
+            access_key: "bench",
+            secret_key: "bench",
         }
     }
 
@@ -468,19 +466,7 @@ impl S3Setup {
     }
 
     fn env(&self) -> Vec<(String, String)> {
-        [
-            (
-                "AWS_ENDPOINT_URL",
-                format!("http://127.0.0.1:{}", self.port),
-            ),
-            ("AWS_ACCESS_KEY_ID", "bench".into()),
-            ("AWS_SECRET_ACCESS_KEY", "bench".into()),
-            ("AWS_REGION", "us-east-1".into()),
-            ("AWS_ALLOW_HTTP", "true".into()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect()
+        Self::endpoint(&format!("http://127.0.0.1:{}", self.port)).env()
     }
 }
 

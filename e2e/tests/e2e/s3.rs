@@ -10,7 +10,7 @@ use mr_e2e::v1 as pb;
 use mr_e2e::{
     Cluster, ClusterOptions, assert_same_lines, bin, free_port, lab_inputs, write_big_inputs,
 };
-use mr_storage::{S3Store, Storage};
+use mr_storage::{Endpoint, S3Store};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
@@ -144,34 +144,23 @@ impl S3Server {
         }
     }
 
-    /// The AWS_* settings every process gets.
-    fn env(&self) -> Vec<(String, String)> {
-        [
-            ("AWS_ENDPOINT_URL", self.endpoint()),
-            ("AWS_ACCESS_KEY_ID", "test".into()),
-            ("AWS_SECRET_ACCESS_KEY", "test".into()),
-            ("AWS_REGION", "us-east-1".into()),
-            ("AWS_ALLOW_HTTP", "true".into()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect()
+    fn endpoint_of<'a>(&self, url: &'a str) -> Endpoint<'a> {
+        Endpoint {
+            url,
+            access_key: "test",
+            secret_key: "test",
+        }
     }
 
-    /// A client of `bucket/prefix`, configured without touching this process's environment.
+    /// The AWS_* settings every process gets.
+    fn env(&self) -> Vec<(String, String)> {
+        self.endpoint_of(&self.endpoint()).env()
+    }
+
+    /// A client of `url` (`s3://bucket/prefix`).
     fn client(&self, url: &str) -> S3Store {
         let endpoint = self.endpoint();
-        let settings = [
-            ("aws_endpoint", endpoint.as_str()),
-            ("aws_access_key_id", "test"),
-            ("aws_secret_access_key", "test"),
-            ("aws_region", "us-east-1"),
-            ("aws_allow_http", "true"),
-        ];
-        match Storage::open_with(url, &settings).expect("S3 client") {
-            Storage::S3(s3) => s3,
-            Storage::Local => unreachable!("an s3:// URL"),
-        }
+        self.endpoint_of(&endpoint).client(url).expect("S3 client")
     }
 }
 
@@ -314,12 +303,10 @@ async fn wc_and_indexer_match_the_sequential_reference(s3: S3Server) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn s3_output_is_exact_through_a_worker_kill_and_a_coordinator_restart() {
-    let s3 = S3Server::start();
-    let (mut cluster, client) = s3_cluster(&s3, 2, "2s").await;
+/// Uploads two big inputs and submits wc over them in splits of 512 KiB: (inputs, job id).
+async fn submit_big_wc(cluster: &Cluster, client: &S3Store) -> (Vec<String>, String) {
     let inputs = write_big_inputs(&cluster.data, 2, 1);
-    upload(&client, &cluster, &inputs);
+    upload(client, cluster, &inputs);
     let job_id = cluster
         .submit_request(pb::SubmitJobRequest {
             app: "wc".into(),
@@ -329,32 +316,45 @@ async fn s3_output_is_exact_through_a_worker_kill_and_a_coordinator_restart() {
             max_skipped_records: 0,
         })
         .await;
-    // Once some maps are committed: SIGKILL a worker (its attempt times out and runs
-    // again), start another, then SIGKILL the coordinator and restart it on its journal.
+    (inputs, job_id)
+}
+
+/// Waits until `n` of the job's tasks are done, and checks that it is still running: a
+/// fault injected next comes mid-job.
+async fn wait_mid_job(cluster: &Cluster, job_id: &str, n: usize) {
     let deadline = tokio::time::Instant::now() + JOB_TIMEOUT;
     loop {
-        let job = cluster.job(&job_id).await;
+        let job = cluster.job(job_id).await;
         let done = job
             .tasks
             .iter()
             .filter(|t| t.state() == pb::TaskState::Completed)
             .count();
-        if done >= 3 {
-            break;
+        if done >= n {
+            assert_eq!(
+                job.state(),
+                pb::JobState::Running,
+                "the fault comes mid-job"
+            );
+            return;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "no maps done: {}",
+            "no {n} tasks done: {}",
             cluster.coordinator_log()
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let job = cluster.job(&job_id).await;
-    assert_eq!(
-        job.state(),
-        pb::JobState::Running,
-        "the faults come mid-job"
-    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_output_is_exact_through_a_worker_kill_and_a_coordinator_restart() {
+    let s3 = S3Server::start();
+    let (mut cluster, client) = s3_cluster(&s3, 2, "2s").await;
+    let (inputs, job_id) = submit_big_wc(&cluster, &client).await;
+    // Once some maps are committed: SIGKILL a worker (its attempt times out and runs
+    // again), start another, then SIGKILL the coordinator and restart it on its journal.
+    wait_mid_job(&cluster, &job_id, 3).await;
     cluster.signal_worker(0, libc::SIGKILL);
     cluster.spawn_worker();
     let port = cluster.port();
@@ -424,36 +424,8 @@ async fn a_missing_bucket_or_refused_credentials_stop_the_services_at_start_with
 async fn s3_output_is_exact_through_an_s3_server_restart() {
     let mut s3 = S3Server::s3s_fs();
     let (cluster, client) = s3_cluster(&s3, 2, "3s").await;
-    let inputs = write_big_inputs(&cluster.data, 2, 1);
-    upload(&client, &cluster, &inputs);
-    let job_id = cluster
-        .submit_request(pb::SubmitJobRequest {
-            app: "wc".into(),
-            inputs: vec!["input/big/*.txt".into()],
-            n_reduce: 4,
-            split_bytes: 512 << 10,
-            max_skipped_records: 0,
-        })
-        .await;
-    let deadline = tokio::time::Instant::now() + JOB_TIMEOUT;
-    loop {
-        let job = cluster.job(&job_id).await;
-        let done = job
-            .tasks
-            .iter()
-            .filter(|t| t.state() == pb::TaskState::Completed)
-            .count();
-        if done >= 2 {
-            assert_eq!(
-                job.state(),
-                pb::JobState::Running,
-                "the restart comes mid-job"
-            );
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "no task done");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let (inputs, job_id) = submit_big_wc(&cluster, &client).await;
+    wait_mid_job(&cluster, &job_id, 2).await;
     s3.kill();
     tokio::time::sleep(Duration::from_secs(2)).await;
     s3.spawn();
