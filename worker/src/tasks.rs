@@ -177,6 +177,8 @@ pub fn run_map(
     // One partition is encoded into a reused buffer and written with one call: the
     // records are in memory already, and a tiny task then costs no large buffer per file.
     let mut encoded = Vec::new();
+    // With S3 storage, the partitions' objects, PUT together once all are encoded.
+    let mut objects = Vec::new();
     while let Some(&&SortEntry { partition: y, .. }) = next.peek() {
         let tmp =
             DataDir::attempt_tmp(&ctx.data.intermediate(ctx.job_id, index, y), ctx.attempt_id);
@@ -194,9 +196,14 @@ pub fn run_map(
                 file.write_all(&encoded).map_err(io_error(&tmp))?;
             }
             // The attempt's own key; the coordinator promotes it if it accepts the attempt.
-            Storage::S3(s3) => s3.put(&ctx.data.key_of(&tmp)?, std::mem::take(&mut encoded))?,
+            Storage::S3(_) => objects.push((ctx.data.key_of(&tmp)?, std::mem::take(&mut encoded))),
         }
         partitions.push(y);
+    }
+    if let Storage::S3(s3) = ctx.store {
+        for put in s3.put_each(objects) {
+            put?;
+        }
     }
     temps.keep();
     Ok(TaskStats {
@@ -677,24 +684,25 @@ fn fetch_intermediates(
 ) -> Result<RunFiles, TaskError> {
     let dir = ctx.data.job_dir(ctx.job_id);
     std::fs::create_dir_all(&dir).map_err(io_error(&dir))?;
-    let mut fetched = RunFiles::default();
-    let mut missing = Vec::new();
-    let mut first_problem = String::new();
+    let mut pairs = Vec::with_capacity(map_tasks.len());
     for &task in map_tasks {
         let path = ctx.data.intermediate(ctx.job_id, task, partition);
-        match s3.download(&ctx.data.key_of(&path)?, &path) {
-            Ok(()) => fetched.0.push(path),
+        pairs.push((ctx.data.key_of(&path)?, path));
+    }
+    // Every local file made (a missing object's partial one too) goes with the guard.
+    let fetched = RunFiles(pairs.iter().map(|(_, path)| path.clone()).collect());
+    let mut missing = Vec::new();
+    let mut first_problem = String::new();
+    for (result, &task) in s3.download_each(pairs).into_iter().zip(map_tasks) {
+        match result {
+            Ok(()) => {}
             Err(e) if e.is_not_found() => {
-                let _ = std::fs::remove_file(&path);
                 if first_problem.is_empty() {
                     first_problem = e.to_string();
                 }
                 missing.push(task);
             }
-            Err(e) => {
-                let _ = std::fs::remove_file(&path);
-                return Err(e.into());
-            }
+            Err(e) => return Err(e.into()),
         }
     }
     if !missing.is_empty() {

@@ -403,21 +403,20 @@ pub(super) fn commit_files(
         TaskKind::Reduce => vec![output_name(index)],
     };
     let dir = data.job_dir(job_id);
-    let mut files = Vec::with_capacity(names.len());
-    for name in names {
-        let final_path = dir.join(&name);
-        let tmp = DataDir::attempt_tmp(&final_path, attempt_id);
-        match exists(Files { data, store }, &tmp) {
+    let files: Vec<(PathBuf, PathBuf)> = names
+        .iter()
+        .map(|name| {
+            let final_path = dir.join(name);
+            (DataDir::attempt_tmp(&final_path, attempt_id), final_path)
+        })
+        .collect();
+    let temps: Vec<&Path> = files.iter().map(|(tmp, _)| tmp.as_path()).collect();
+    for (tmp, found) in temps.iter().zip(exists_each(Files { data, store }, &temps)) {
+        match found {
             Ok(true) => {}
-            Ok(false) => {
-                return Err(format!(
-                    "committing {}: not found",
-                    shown(data, store, &tmp)
-                ));
-            }
+            Ok(false) => return Err(format!("committing {}: not found", shown(data, store, tmp))),
             Err(e) => return Err(format!("committing: {e}")),
         }
-        files.push((tmp, final_path));
     }
     Ok(files)
 }
@@ -429,14 +428,22 @@ pub(super) fn rename_all(
     Files { data, store }: Files<'_>,
     files: &[(PathBuf, PathBuf)],
 ) -> Result<(), String> {
-    for (tmp, final_path) in files {
-        match store {
-            Storage::Local => std::fs::rename(tmp, final_path)
-                .map_err(|e| format!("committing {}: {e}", tmp.display()))?,
-            Storage::S3(s3) => {
-                let key = |p: &Path| data.key_of(p).map_err(|e| e.to_string());
-                s3.promote(&key(tmp)?, &key(final_path)?)
-                    .map_err(|e| format!("committing: {e}"))?
+    match store {
+        Storage::Local => {
+            for (tmp, final_path) in files {
+                std::fs::rename(tmp, final_path)
+                    .map_err(|e| format!("committing {}: {e}", tmp.display()))?;
+            }
+        }
+        // The objects' copies and deletes all in flight together.
+        Storage::S3(s3) => {
+            let key = |p: &Path| data.key_of(p).map_err(|e| e.to_string());
+            let pairs = files
+                .iter()
+                .map(|(tmp, final_path)| Ok((key(tmp)?, key(final_path)?)))
+                .collect::<Result<Vec<_>, String>>()?;
+            for promoted in s3.promote_each(pairs) {
+                promoted.map_err(|e| format!("committing: {e}"))?;
             }
         }
     }
@@ -451,12 +458,30 @@ pub(super) struct Files<'a> {
 }
 
 /// Whether `path` (in the data folder's layout) is there, on the job's storage.
-pub(super) fn exists(Files { data, store }: Files<'_>, path: &Path) -> Result<bool, String> {
+pub(super) fn exists(files: Files<'_>, path: &Path) -> Result<bool, String> {
+    exists_each(files, &[path]).remove(0)
+}
+
+/// [`exists`] for each path (on S3, the requests concurrent).
+fn exists_each(Files { data, store }: Files<'_>, paths: &[&Path]) -> Vec<Result<bool, String>> {
     match store {
-        Storage::Local => Ok(std::fs::symlink_metadata(path).is_ok()),
+        Storage::Local => paths
+            .iter()
+            .map(|path| Ok(std::fs::symlink_metadata(path).is_ok()))
+            .collect(),
         Storage::S3(s3) => {
-            let key = data.key_of(path).map_err(|e| e.to_string())?;
-            s3.exists(&key).map_err(|e| e.to_string())
+            let keys: Result<Vec<String>, String> = paths
+                .iter()
+                .map(|path| data.key_of(path).map_err(|e| e.to_string()))
+                .collect();
+            match keys {
+                Ok(keys) => s3
+                    .exists_each(keys)
+                    .into_iter()
+                    .map(|found| found.map_err(|e| e.to_string()))
+                    .collect(),
+                Err(e) => paths.iter().map(|_| Err(e.clone())).collect(),
+            }
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The compose deployment with real containers, as a user runs it: `docker-compose.yml` at
 //! the repository's root on a fresh project name, a free host port and a temporary data
-//! folder, jobs submitted with the `grpcurl` binary, outputs read as plain files.
+//! folder, jobs submitted with the `grpcurl` binary, outputs read as plain files; and
+//! `docker-compose.s3.yml`, whose workers share no volume and reach the data over S3 only.
 //!
 //! Needs a Docker engine, the image (`make images`; `make test` builds it first) and
 //! `docker compose` or `docker-compose`. Skipped, with a message, only when `docker info`
@@ -47,8 +48,13 @@ fn owner_of(path: &Path) -> (u32, u32) {
 /// Everything the cluster writes in the data folder: `jobs/` and `.mr/` with all that is
 /// under them (folders too), as (path, uid, gid).
 fn written_by_cluster(data: &Path) -> Vec<(PathBuf, u32, u32)> {
+    walk(&[data.join("jobs"), data.join(".mr")])
+}
+
+/// The given paths and everything under them (folders too), as (path, uid, gid).
+fn walk(roots: &[PathBuf]) -> Vec<(PathBuf, u32, u32)> {
     let mut found = Vec::new();
-    let mut stack = vec![data.join("jobs"), data.join(".mr")];
+    let mut stack = roots.to_vec();
     while let Some(path) = stack.pop() {
         let meta = std::fs::symlink_metadata(&path)
             .unwrap_or_else(|e| panic!("stat {}: {e}", path.display()));
@@ -196,13 +202,22 @@ fn compose_tool() -> Vec<String> {
     }
 }
 
-/// A compose project of the repository's docker-compose.yml with its own name, port and
+/// The compose file of the shared-folder cluster, at the repository's root.
+const SHARED_FOLDER: &str = "docker-compose.yml";
+/// The compose file of the cluster on object storage (an S3 server, workers without a volume).
+const OBJECT_STORAGE: &str = "docker-compose.s3.yml";
+
+/// A compose project of one of the repository's compose files with its own name, ports and
 /// data folder; taken down (with its network) when dropped.
 struct Project {
     name: String,
+    /// SHARED_FOLDER or OBJECT_STORAGE.
+    file: &'static str,
     port: u16,
     /// Host port of the status page (MR_HTTP_PORT): projects side by side need their own.
     http_port: u16,
+    /// Host port of the S3 server (MR_S3_PORT; OBJECT_STORAGE only).
+    s3_port: u16,
     data: PathBuf,
     compose: Vec<String>,
     /// MR_AUTH_TOKEN of the cluster: every API call but health needs it.
@@ -215,9 +230,14 @@ struct Project {
 }
 
 impl Project {
-    /// A new project with the lab texts in `input/`, or None (after saying why) when no
-    /// Docker engine is reachable.
+    /// A new project of SHARED_FOLDER with the lab texts in `input/`, or None (after saying
+    /// why) when no Docker engine is reachable.
     fn new(test: &str) -> Option<Project> {
+        Self::of_file(test, SHARED_FOLDER)
+    }
+
+    /// The same with compose file `file`.
+    fn of_file(test: &str, file: &'static str) -> Option<Project> {
         if let Some(why) = no_engine() {
             eprintln!(
                 "SKIPPED {test}: no Docker engine is reachable (`docker info` failed: {why})"
@@ -249,8 +269,10 @@ impl Project {
             .collect();
         let project = Project {
             name: format!("mrtest{suffix}"),
+            file,
             port: free_port(),
             http_port: free_port(),
+            s3_port: free_port(),
             data,
             compose: compose_tool(),
             token: format!("t{suffix}{}", rand::rng().random::<u64>()),
@@ -259,7 +281,7 @@ impl Project {
             _dir: dir,
         };
         eprintln!(
-            "{test}: project {} on 127.0.0.1:{} with data in {} ({})",
+            "{test}: project {} of {file} on 127.0.0.1:{} with data in {} ({})",
             project.name,
             project.port,
             project.data.display(),
@@ -275,7 +297,7 @@ impl Project {
             .arg("--project-name")
             .arg(&self.name)
             .arg("--file")
-            .arg(repo_root().join("docker-compose.yml"))
+            .arg(repo_root().join(self.file))
             .args(args)
             // No MR_UID/MR_GID (cleared, should our environment have them): the services
             // must find the data folder's owner by themselves.
@@ -284,6 +306,7 @@ impl Project {
             .env("MR_DATA", &self.data)
             .env("MR_PORT", self.port.to_string())
             .env("MR_HTTP_PORT", self.http_port.to_string())
+            .env("MR_S3_PORT", self.s3_port.to_string())
             .env("MR_BIND", "127.0.0.1")
             .env("MR_IMAGE", image())
             .env("MR_TASK_TIMEOUT", TASK_TIMEOUT)
@@ -1160,4 +1183,114 @@ fn a_folder_of_uid_1000_is_served_as_1000_and_an_unwritable_one_is_refused_clear
     assert_runs_as_folder_owner(&project);
     project.down_leaving_nothing();
     eprintln!("owner 1000 test done after {:?}", started.elapsed());
+}
+
+/// `docker-compose.s3.yml` on a data folder owned by uid 1000 (when the tests run as root):
+/// the S3 server and the coordinator run as 1000, the workers as the image's user with no
+/// capability and no volume at all; wc over the lab texts, copied into the bucket as plain
+/// files, equals the reference; the attempts' keys are gone, and everything written in the
+/// data folder (objects and journal) belongs to its owner.
+#[test]
+fn on_object_storage_the_workers_share_no_volume_and_the_output_is_exact() {
+    let _serial = serial();
+    let started = Instant::now();
+    let Some(mut project) = Project::of_file("compose s3", OBJECT_STORAGE) else {
+        return;
+    };
+    // Bucket `mr-data` of the S3 server is the folder s3/mr-data: the inputs are copied in as files.
+    let bucket = project.data.join("s3/mr-data");
+    std::fs::create_dir_all(bucket.join("input")).expect("mkdir the bucket's input/");
+    for name in lab_inputs() {
+        std::fs::copy(project.data.join(&name), bucket.join(&name)).expect("copy a lab text");
+    }
+    // SAFETY: geteuid has no preconditions.
+    let owner = if unsafe { libc::geteuid() } == 0 {
+        let out = run(Command::new("chown")
+            .arg("-R")
+            .arg("1000:1000")
+            .arg(&project.data));
+        assert!(out.status.success(), "chown: {}", text(&out.stderr));
+        (1000, 1000)
+    } else {
+        owner_of(&project.data)
+    };
+    project.up(2, &[]);
+    assert_eq!(project.containers("worker", false).len(), 2, "2 workers");
+    for service in ["s3", "coordinator"] {
+        for id in project.containers(service, false) {
+            assert_eq!(
+                ProcessIdentity::of(&id),
+                ProcessIdentity::expected(owner.0, owner.1),
+                "{service} runs as the data folder's owner, without capabilities"
+            );
+        }
+    }
+    for id in project.containers("worker", false) {
+        assert_eq!(
+            docker(&["inspect", "--format", "{{json .Mounts}}", &id]).trim(),
+            "[]",
+            "worker {id} mounts no volume"
+        );
+        assert_eq!(
+            ProcessIdentity::of(&id),
+            ProcessIdentity::expected(10001, 10001),
+            "worker {id} runs as the image's user, without capabilities"
+        );
+    }
+    eprintln!(
+        "up with the S3 server and 2 workers after {:?}",
+        started.elapsed()
+    );
+
+    let job_id = project.submit(&json!({"app": "wc", "inputs": ["input/pg-*.txt"], "n_reduce": 3}));
+    let job = project.wait_job(&job_id, Duration::from_secs(180));
+    assert_eq!(state(&job), "JOB_STATE_SUCCEEDED", "{}", progress(&job));
+    assert_eq!(outputs(&job).len(), 3, "one output per reduce");
+    assert_same_lines(
+        &read_output_lines(&bucket, &outputs(&job)),
+        &reference_in(&project.data, "wc", &lab_inputs()),
+        "wc on object storage in containers",
+    );
+    // Only accepted objects under their final names: no attempt's key is left.
+    let objects = files_under(&bucket.join("jobs"));
+    assert!(
+        !objects.is_empty(),
+        "the job's objects are files of the bucket"
+    );
+    let debris: Vec<_> = objects.iter().filter(|p| p.contains(".tmp")).collect();
+    assert!(debris.is_empty(), "attempt keys left behind: {debris:?}");
+    // s3s-fs keeps up to two sidecar files per object beside the buckets; a deleted
+    // object's go with it (mr-s3-server sees to it), so promoted attempts leave none.
+    let sidecars = std::fs::read_dir(project.data.join("s3"))
+        .expect("list the S3 server's folder")
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().starts_with(".bucket-"))
+        })
+        .count();
+    let all_objects = files_under(&bucket).len();
+    assert!(
+        sidecars <= 2 * all_objects,
+        "{sidecars} sidecar files for {all_objects} objects: deleted objects left theirs"
+    );
+    let written = walk(&[project.data.join(".mr"), project.data.join("s3")]);
+    assert!(
+        written.iter().any(|(p, ..)| p.ends_with("journal")),
+        "the journal is among the files checked: {written:?}"
+    );
+    let others: Vec<_> = written
+        .iter()
+        .filter(|(_, u, g)| (*u, *g) != owner)
+        .collect();
+    assert!(
+        others.is_empty(),
+        "not owned by the data folder's owner {owner:?}: {others:?}"
+    );
+    eprintln!(
+        "job {job_id} exact after {:?}; {} objects and files, all {owner:?}; \
+         {sidecars} sidecars for {all_objects} objects",
+        started.elapsed(),
+        written.len()
+    );
+    project.down_leaving_nothing();
 }
