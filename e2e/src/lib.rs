@@ -108,6 +108,34 @@ pub struct ClusterOptions {
     /// Serve TLS: the coordinator gets the certificate and key, the address becomes
     /// `https://localhost:PORT`, and the workers and the harness's clients trust the CA.
     pub tls: Option<TlsFiles>,
+    /// Where inputs, intermediates and outputs live.
+    pub storage: TestStorage,
+}
+
+/// The storage a test cluster runs on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TestStorage {
+    /// The data folder (`file://`).
+    #[default]
+    Folder,
+    /// S3: an `mr-s3-server` (s3s-fs) whose bucket is the data folder itself (s3s-fs keeps
+    /// each object as a file of its bucket's folder). The coordinator and the workers get
+    /// `--storage s3://data` and reach every input, intermediate and output over S3 only;
+    /// the test reads and writes the same files through the folder, as it does on `file://`.
+    S3,
+}
+
+/// Bucket of [`TestStorage::S3`]: the data folder's own name.
+const S3_BUCKET: &str = "data";
+
+impl ClusterOptions {
+    /// The defaults on `storage`.
+    pub fn on(storage: TestStorage) -> Self {
+        ClusterOptions {
+            storage,
+            ..Default::default()
+        }
+    }
 }
 
 /// PEM files of a TLS setup.
@@ -134,6 +162,7 @@ impl Default for ClusterOptions {
             worker_args: Vec::new(),
             auth_token: None,
             tls: None,
+            storage: TestStorage::Folder,
         }
     }
 }
@@ -146,6 +175,8 @@ pub struct Cluster {
     pub options: ClusterOptions,
     coordinator: Option<Child>,
     workers: Vec<Option<Child>>,
+    /// The S3 server of [`TestStorage::S3`].
+    s3_server: Option<Child>,
 }
 
 impl Cluster {
@@ -172,12 +203,74 @@ impl Cluster {
             options,
             coordinator: None,
             workers: Vec::new(),
+            s3_server: None,
         };
+        if cluster.options.storage == TestStorage::S3 {
+            cluster.start_s3_server().await;
+        }
         cluster.start_coordinator(port).await;
+        if cluster.options.storage == TestStorage::S3 {
+            // It logs its storage once it serves (a connection may be accepted just before).
+            let mut storage = None;
+            for _ in 0..100 {
+                let started = log_events(&cluster.coordinator_log(), "coordinator listening");
+                storage = started.first().map(|e| e["fields"]["storage"].clone());
+                if storage.is_some() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            assert_eq!(
+                storage,
+                Some(serde_json::json!(format!("s3://{S3_BUCKET}"))),
+                "the coordinator runs on the S3 server"
+            );
+        }
         for _ in 0..cluster.options.workers {
             cluster.spawn_worker();
         }
         cluster
+    }
+
+    /// Starts the S3 server of [`TestStorage::S3`] on the data folder's parent, so that the
+    /// data folder is its bucket, and gives every process the settings to reach it.
+    async fn start_s3_server(&mut self) {
+        assert_eq!(
+            self.data.file_name().and_then(|n| n.to_str()),
+            Some(S3_BUCKET),
+            "the bucket is the data folder"
+        );
+        let port = free_port();
+        let child = Command::new(bin("mr-s3-server"))
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--root")
+            .arg(self.dir.path())
+            .args(["--access-key", "test", "--secret-key", "test"])
+            .stdin(Stdio::null())
+            .stdout(self.log_file("s3-server.log"))
+            .stderr(self.log_file("s3-server.log"))
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .expect("spawn mr-s3-server (make build)");
+        self.s3_server = Some(child);
+        let endpoint = format!("http://127.0.0.1:{port}");
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                let server = mr_storage::Endpoint {
+                    url: &endpoint,
+                    access_key: "test",
+                    secret_key: "test",
+                };
+                self.options.env.extend(server.env());
+                let storage = ["--storage".to_string(), format!("s3://{S3_BUCKET}")];
+                self.options.coordinator_args.extend(storage.clone());
+                self.options.worker_args.extend(storage);
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("mr-s3-server did not start on port {port}");
     }
 
     fn log_file(&self, name: &str) -> std::fs::File {
@@ -485,6 +578,10 @@ impl Drop for Cluster {
             let _ = child.wait();
         }
         self.kill_coordinator();
+        if let Some(mut child) = self.s3_server.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 

@@ -1,8 +1,11 @@
 //! The MIT 6.5840 Lab 1 tests (`test-mr.sh`), against real processes: every output is
-//! compared line for line with the sequential reference run of the same app.
+//! compared line for line with the sequential reference run of the same app. Each one runs
+//! twice, on both storages: `lab::folder::*` on the data folder (`file://`), `lab::s3::*`
+//! on S3 (an `mr-s3-server` whose bucket is the data folder: the test reads and writes the
+//! same files, the cluster reaches them over S3 only; see `TestStorage::S3`).
 
 use mr_e2e::v1 as pb;
-use mr_e2e::{Cluster, ClusterOptions, assert_same_lines, lab_inputs, log_events};
+use mr_e2e::{Cluster, ClusterOptions, TestStorage, assert_same_lines, lab_inputs, log_events};
 use rand::Rng;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -14,9 +17,8 @@ fn input_globs() -> Vec<String> {
     vec!["input/pg-*.txt".to_string()]
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn wc_matches_the_sequential_reference_and_the_known_digest() {
-    let cluster = Cluster::start(ClusterOptions::default()).await;
+async fn wc_matches_the_sequential_reference_and_the_known_digest(storage: TestStorage) {
+    let cluster = Cluster::start(ClusterOptions::on(storage)).await;
     let job_id = cluster.submit("wc", &input_globs(), 10).await;
     let job = cluster.wait(&job_id, JOB_TIMEOUT).await;
     assert_eq!(job.state(), pb::JobState::Succeeded, "{}", job.error);
@@ -34,9 +36,8 @@ async fn wc_matches_the_sequential_reference_and_the_known_digest() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn wc_with_small_splits_counts_words_on_split_boundaries_once() {
-    let cluster = Cluster::start(ClusterOptions::default()).await;
+async fn wc_with_small_splits_counts_words_on_split_boundaries_once(storage: TestStorage) {
+    let cluster = Cluster::start(ClusterOptions::on(storage)).await;
     let job_id = cluster
         .submit_request(pb::SubmitJobRequest {
             app: "wc".into(),
@@ -74,13 +75,12 @@ fn lab_partition(key: &str, n_reduce: u32) -> u32 {
 /// A map task writes `mr-X-Y` only for the partitions its records fall in, and the reduces
 /// read exactly those: with one word per input, each map leaves one file, and no task has
 /// to run twice for a file it was told to read but that was never written.
-#[tokio::test(flavor = "multi_thread")]
-async fn maps_write_files_only_for_partitions_that_hold_records() {
+async fn maps_write_files_only_for_partitions_that_hold_records(storage: TestStorage) {
     let cluster = Cluster::start(ClusterOptions {
         workers: 2,
         // Keep the intermediates after the job, to look at them.
         coordinator_args: vec!["--intermediate-retention".into(), "1h".into()],
-        ..Default::default()
+        ..ClusterOptions::on(storage)
     })
     .await;
     let words = [
@@ -123,9 +123,8 @@ async fn maps_write_files_only_for_partitions_that_hold_records() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn indexer_matches_the_sequential_reference() {
-    let cluster = Cluster::start(ClusterOptions::default()).await;
+async fn indexer_matches_the_sequential_reference(storage: TestStorage) {
+    let cluster = Cluster::start(ClusterOptions::on(storage)).await;
     let job_id = cluster
         .submit_request(pb::SubmitJobRequest {
             app: "indexer".into(),
@@ -165,11 +164,10 @@ fn overlapped_on_different_workers(job: &pb::Job, kind: pb::TaskKind) -> bool {
         .any(|a| runs.iter().any(|b| a.0 != b.0 && a.1 < b.2 && b.1 < a.2))
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn map_tasks_run_in_parallel() {
+async fn map_tasks_run_in_parallel(storage: TestStorage) {
     let cluster = Cluster::start(ClusterOptions {
         workers: 2,
-        ..Default::default()
+        ..ClusterOptions::on(storage)
     })
     .await;
     let job_id = cluster.submit("mtiming", &input_globs(), 1).await;
@@ -178,11 +176,10 @@ async fn map_tasks_run_in_parallel() {
     assert!(overlapped_on_different_workers(&job, pb::TaskKind::Map));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn reduce_tasks_run_in_parallel() {
+async fn reduce_tasks_run_in_parallel(storage: TestStorage) {
     let cluster = Cluster::start(ClusterOptions {
         workers: 2,
-        ..Default::default()
+        ..ClusterOptions::on(storage)
     })
     .await;
     let job_id = cluster.submit("rtiming", &input_globs(), 4).await;
@@ -191,11 +188,10 @@ async fn reduce_tasks_run_in_parallel() {
     assert!(overlapped_on_different_workers(&job, pb::TaskKind::Reduce));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn each_map_runs_exactly_once_when_nothing_fails() {
+async fn each_map_runs_exactly_once_when_nothing_fails(storage: TestStorage) {
     let mut cluster = Cluster::start(ClusterOptions {
         workers: 3,
-        ..Default::default()
+        ..ClusterOptions::on(storage)
     })
     .await;
     let job_id = cluster.submit("jobcount", &input_globs(), 2).await;
@@ -222,9 +218,8 @@ async fn each_map_runs_exactly_once_when_nothing_fails() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn no_output_changes_after_the_job_is_reported_done() {
-    let cluster = Cluster::start(ClusterOptions::default()).await;
+async fn no_output_changes_after_the_job_is_reported_done(storage: TestStorage) {
+    let cluster = Cluster::start(ClusterOptions::on(storage)).await;
     let job_id = cluster.submit("early_exit", &input_globs(), 4).await;
     let job = cluster.wait(&job_id, JOB_TIMEOUT).await;
     assert_eq!(job.state(), pb::JobState::Succeeded, "{}", job.error);
@@ -244,13 +239,12 @@ async fn no_output_changes_after_the_job_is_reported_done() {
 
 /// Workers are SIGKILLed (and replaced) and SIGSTOPped at random while the crash app fails
 /// at random too; the output must still be exactly the reference.
-#[tokio::test(flavor = "multi_thread")]
-async fn output_is_exact_while_workers_crash_and_stall() {
+async fn output_is_exact_while_workers_crash_and_stall(storage: TestStorage) {
     let mut cluster = Cluster::start(ClusterOptions {
         workers: 3,
         task_timeout: "2s".into(),
         coordinator_args: vec!["--max-task-failures".into(), "100".into()],
-        ..Default::default()
+        ..ClusterOptions::on(storage)
     })
     .await;
     // One map per file, as in the lab: crash's output names each map call's file.
@@ -316,3 +310,37 @@ async fn output_is_exact_while_workers_crash_and_stall() {
     eprintln!("survived {kills} kills and {stops} stops");
     assert!(kills > 0, "faults were injected");
 }
+
+/// `folder::NAME` and `s3::NAME`: each test of this file on each storage.
+macro_rules! on_both_storages {
+    ($($name:ident),* $(,)?) => {
+        mod folder {
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $name() {
+                    super::$name(mr_e2e::TestStorage::Folder).await
+                }
+            )*
+        }
+        mod s3 {
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $name() {
+                    super::$name(mr_e2e::TestStorage::S3).await
+                }
+            )*
+        }
+    };
+}
+
+on_both_storages!(
+    wc_matches_the_sequential_reference_and_the_known_digest,
+    wc_with_small_splits_counts_words_on_split_boundaries_once,
+    maps_write_files_only_for_partitions_that_hold_records,
+    indexer_matches_the_sequential_reference,
+    map_tasks_run_in_parallel,
+    reduce_tasks_run_in_parallel,
+    each_map_runs_exactly_once_when_nothing_fails,
+    no_output_changes_after_the_job_is_reported_done,
+    output_is_exact_while_workers_crash_and_stall,
+);
