@@ -254,23 +254,22 @@ impl Cluster {
             .spawn()
             .expect("spawn mr-s3-server (make build)");
         self.s3_server = Some(child);
-        let endpoint = format!("http://127.0.0.1:{port}");
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                let server = mr_storage::Endpoint {
-                    url: &endpoint,
-                    access_key: "test",
-                    secret_key: "test",
-                };
-                self.options.env.extend(server.env());
-                let storage = ["--storage".to_string(), format!("s3://{S3_BUCKET}")];
-                self.options.coordinator_args.extend(storage.clone());
-                self.options.worker_args.extend(storage);
-                return;
-            }
+        let mut tries = 0;
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            tries += 1;
+            assert!(tries < 200, "mr-s3-server did not start on port {port}");
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        panic!("mr-s3-server did not start on port {port}");
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let server = mr_storage::Endpoint {
+            url: &endpoint,
+            access_key: "test",
+            secret_key: "test",
+        };
+        self.options.env.extend(server.env());
+        let storage = ["--storage".to_string(), format!("s3://{S3_BUCKET}")];
+        self.options.coordinator_args.extend(storage.clone());
+        self.options.worker_args.extend(storage);
     }
 
     fn log_file(&self, name: &str) -> std::fs::File {

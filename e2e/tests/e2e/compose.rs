@@ -133,22 +133,27 @@ fn assert_runs_as_folder_owner(project: &Project) {
         );
     }
     let written = written_by_cluster(&project.data);
+    assert_all_owned_by(&written, (uid, gid));
+    eprintln!(
+        "{} containers run as {uid}:{gid} with no capability; {} files and folders written, all {uid}:{gid}",
+        containers.len(),
+        written.len()
+    );
+}
+
+/// Every one of `written` (the journal among them) belongs to `owner` (uid, gid).
+fn assert_all_owned_by(written: &[(PathBuf, u32, u32)], owner: (u32, u32)) {
     assert!(
         written.iter().any(|(p, ..)| p.ends_with("journal")),
         "the journal is among the files checked: {written:?}"
     );
     let others: Vec<_> = written
         .iter()
-        .filter(|(_, u, g)| (*u, *g) != (uid, gid))
+        .filter(|(_, u, g)| (*u, *g) != owner)
         .collect();
     assert!(
         others.is_empty(),
-        "files not owned by the data folder's owner {uid}:{gid}: {others:?}"
-    );
-    eprintln!(
-        "{} containers run as {uid}:{gid} with no capability; {} files and folders written, all {uid}:{gid}",
-        containers.len(),
-        written.len()
+        "files not owned by the data folder's owner {owner:?}: {others:?}"
     );
 }
 
@@ -1274,18 +1279,7 @@ fn on_object_storage_the_workers_share_no_volume_and_the_output_is_exact() {
         "{sidecars} sidecar files for {all_objects} objects: deleted objects left theirs"
     );
     let written = walk(&[project.data.join(".mr"), project.data.join("s3")]);
-    assert!(
-        written.iter().any(|(p, ..)| p.ends_with("journal")),
-        "the journal is among the files checked: {written:?}"
-    );
-    let others: Vec<_> = written
-        .iter()
-        .filter(|(_, u, g)| (*u, *g) != owner)
-        .collect();
-    assert!(
-        others.is_empty(),
-        "not owned by the data folder's owner {owner:?}: {others:?}"
-    );
+    assert_all_owned_by(&written, owner);
     eprintln!(
         "job {job_id} exact after {:?}; {} objects and files, all {owner:?}; \
          {sidecars} sidecars for {all_objects} objects",
