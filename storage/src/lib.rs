@@ -452,6 +452,33 @@ impl S3Store {
         })
     }
 
+    /// The object's bytes from `range.start` (which must lie within it) up to `range.end`
+    /// or its end, whichever comes first, and its size: one ranged GET, no HEAD.
+    pub fn get_range_and_size(
+        &self,
+        key: &str,
+        range: Range<u64>,
+    ) -> Result<(Vec<u8>, u64), StoreError> {
+        let store = self.clone();
+        let key = key.to_string();
+        self.block(async move {
+            let fail = |e| store.error("get", &key, e);
+            let options = object_store::GetOptions {
+                range: Some(range.into()),
+                ..Default::default()
+            };
+            let result = store
+                .inner
+                .store
+                .get_opts(&store.key(&key), options)
+                .await
+                .map_err(fail)?;
+            let size = result.meta.size;
+            let bytes = result.bytes().await.map_err(fail)?;
+            Ok((Vec::from(bytes), size))
+        })
+    }
+
     /// The whole object.
     pub fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
         let store = self.clone();

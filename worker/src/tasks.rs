@@ -300,31 +300,61 @@ pub fn read_split_at(path: &Path, offset: u64, length: u64) -> io::Result<(u64, 
     Ok((start, contents))
 }
 
-/// [`read_split_at`] on an object, with ranged GETs: where the split's first line starts
-/// (the first newline at or after `offset - 1`, found in [`TAIL_STEP`]-sized GETs), then
-/// the split from there in one GET, then more until its last line's newline.
+/// [`read_split_at`] on an object, with ranged GETs: usually one, of the split with the
+/// byte before it (to tell where its first line starts) and [`TAIL_STEP`] bytes after it
+/// (to finish its last line), which also says how long the object is; more only when a
+/// line runs on past that.
 pub fn read_split_s3(
     s3: &S3Store,
     key: &str,
     offset: u64,
     length: u64,
 ) -> Result<(u64, Vec<u8>), TaskError> {
-    let size = s3.size(key)?;
+    if length == 0 {
+        // An empty split (an empty file's): only check the object is there.
+        s3.size(key)?;
+        return Ok((offset, Vec::new()));
+    }
+    let from = offset.saturating_sub(1);
+    let want = offset.saturating_add(length).saturating_add(TAIL_STEP);
+    let (fetched, size) = s3.get_range_and_size(key, from..want)?;
+    let fetched_end = from + fetched.len() as u64;
     let end = offset.saturating_add(length).min(size);
+    if end <= from {
+        // The object is shorter than when the job was planned.
+        return Ok((end, Vec::new()));
+    }
+    // Bytes `a..b` of the object, of those fetched.
+    let window =
+        |a: u64, b: u64| &fetched[(a - from) as usize..(b.min(fetched_end) - from) as usize];
+    let newline_in = |a: u64, b: u64| {
+        window(a, b)
+            .iter()
+            .position(|&c| c == b'\n')
+            .map(|i| a + i as u64)
+    };
     let start = if offset == 0 {
         0
     } else {
         // With no newline before `end`, no line starts inside the split.
-        match find_newline(s3, key, offset - 1, end)? {
+        match newline_in(from, end) {
             Some(at) if at + 1 < end => at + 1,
             _ => return Ok((end, Vec::new())),
         }
     };
-    let mut contents = s3.get_range(key, start..end)?;
     // Then through the newline that ends the line holding the split's last byte.
-    if contents.last().is_some_and(|&b| b != b'\n') {
-        let tail_end = find_newline(s3, key, end, size)?.map_or(size, |at| at + 1);
-        contents.extend_from_slice(&s3.get_range(key, end..tail_end)?);
+    let stop = if window(end - 1, end) == b"\n" {
+        end
+    } else {
+        match newline_in(end, fetched_end) {
+            Some(at) => at + 1,
+            None if fetched_end >= size => size,
+            None => find_newline(s3, key, fetched_end, size)?.map_or(size, |at| at + 1),
+        }
+    };
+    let mut contents = window(start, stop).to_vec();
+    if stop > fetched_end {
+        contents.extend_from_slice(&s3.get_range(key, fetched_end..stop)?);
     }
     Ok((start, contents))
 }

@@ -2,7 +2,7 @@
 //! run at once, jobs can be listed, watched and cancelled, and reflection and health work.
 
 use mr_e2e::v1 as pb;
-use mr_e2e::{Cluster, ClusterOptions, lab_inputs};
+use mr_e2e::{Cluster, ClusterOptions, TestStorage, lab_inputs};
 use std::io::Write;
 use std::time::Duration;
 use tonic::Code;
@@ -159,9 +159,8 @@ async fn bad_requests_get_clear_statuses_and_the_server_stays_healthy() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn several_jobs_at_once_all_finish_correctly() {
-    let cluster = Cluster::start(ClusterOptions::default()).await;
+async fn several_jobs_at_once_all_finish_correctly(storage: TestStorage) {
+    let cluster = Cluster::start(ClusterOptions::on(storage)).await;
     let wc = cluster.submit("wc", &["input/pg-*.txt".into()], 5).await;
     let indexer = cluster
         .submit("indexer", &["input/pg-*.txt".into()], 3)
@@ -199,10 +198,10 @@ async fn several_jobs_at_once_all_finish_correctly() {
     assert!(listed.iter().all(|j| j.state() == pb::JobState::Succeeded));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_cancelled_job_stops_and_the_next_one_runs() {
+async fn a_cancelled_job_stops_and_the_next_one_runs(storage: TestStorage) {
     let cluster = Cluster::start(ClusterOptions {
         workers: 1,
+        storage,
         ..Default::default()
     })
     .await;
@@ -376,3 +375,8 @@ async fn a_cancelled_jobs_running_app_stops_at_once() {
     // Its 60 s time limit would have stopped it only after 60 s.
     assert!(stopped < 30_000, "stopped {stopped} ms after the drop");
 }
+
+on_both_storages!(
+    several_jobs_at_once_all_finish_correctly,
+    a_cancelled_job_stops_and_the_next_one_runs,
+);

@@ -5,7 +5,7 @@
 //! one's 2.
 
 use mr_e2e::v1 as pb;
-use mr_e2e::{Cluster, ClusterOptions, assert_same_lines, bin, lab_inputs};
+use mr_e2e::{Cluster, ClusterOptions, TestStorage, assert_same_lines, bin, lab_inputs};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read};
@@ -109,10 +109,10 @@ fn parse_progress_line(line: &str) -> Option<(u32, u32, u32, u32, String)> {
     ))
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn mr_submits_watches_reads_and_lists_a_job() {
+async fn mr_submits_watches_reads_and_lists_a_job(storage: TestStorage) {
     let cluster = Cluster::start(ClusterOptions {
         workers: 2,
+        storage,
         ..Default::default()
     })
     .await;
@@ -590,3 +590,5 @@ async fn mr_apps_pushes_checks_lists_and_deletes_uploads() {
     let err = one_line_error(&mr(&cluster, &["apps", "delete", "wc"]), 1, "a built-in");
     assert!(err.contains("wc"), "{err}");
 }
+
+on_both_storages!(mr_submits_watches_reads_and_lists_a_job,);

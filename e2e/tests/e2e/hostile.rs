@@ -3,7 +3,7 @@
 //! retrying forever; the same worker process then runs the next job correctly.
 
 use mr_e2e::v1 as pb;
-use mr_e2e::{Cluster, ClusterOptions};
+use mr_e2e::{Cluster, ClusterOptions, TestStorage};
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -70,11 +70,11 @@ async fn misbehaving_apps_fail_their_job_clearly_and_the_worker_carries_on() {
 /// `POISON` in map and on the key `poison` in reduce. Without a budget the job fails as
 /// always; with enough, it succeeds with exactly the clean inputs' output and lists every
 /// skipped record; with too little, it fails naming the record over the budget.
-#[tokio::test(flavor = "multi_thread")]
-async fn bad_records_are_skipped_within_the_jobs_budget_and_listed() {
+async fn bad_records_are_skipped_within_the_jobs_budget_and_listed(storage: TestStorage) {
     let cluster = Cluster::start(ClusterOptions {
         workers: 2,
         coordinator_args: ["--max-task-failures", "2"].map(String::from).to_vec(),
+        storage,
         ..Default::default()
     })
     .await;
@@ -197,3 +197,5 @@ async fn bad_records_are_skipped_within_the_jobs_budget_and_listed() {
     assert!(job.outputs.is_empty());
     assert_eq!(job.skipped_records, 0, "a failed task's skips never count");
 }
+
+on_both_storages!(bad_records_are_skipped_within_the_jobs_budget_and_listed,);

@@ -311,28 +311,6 @@ async fn output_is_exact_while_workers_crash_and_stall(storage: TestStorage) {
     assert!(kills > 0, "faults were injected");
 }
 
-/// `folder::NAME` and `s3::NAME`: each test of this file on each storage.
-macro_rules! on_both_storages {
-    ($($name:ident),* $(,)?) => {
-        mod folder {
-            $(
-                #[tokio::test(flavor = "multi_thread")]
-                async fn $name() {
-                    super::$name(mr_e2e::TestStorage::Folder).await
-                }
-            )*
-        }
-        mod s3 {
-            $(
-                #[tokio::test(flavor = "multi_thread")]
-                async fn $name() {
-                    super::$name(mr_e2e::TestStorage::S3).await
-                }
-            )*
-        }
-    };
-}
-
 on_both_storages!(
     wc_matches_the_sequential_reference_and_the_known_digest,
     wc_with_small_splits_counts_words_on_split_boundaries_once,

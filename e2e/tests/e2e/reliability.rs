@@ -2,10 +2,11 @@
 //! every half second, stalled workers beaten by backup tasks, corrupt intermediates, no
 //! workers at all, a full disk, reduces with more inputs than a worker may open files.
 //! Every output is compared with the sequential reference.
+//! The faults that touch stored data run on both storages (`reliability::{folder,s3}::*`).
 
 use mr_e2e::v1 as pb;
 use mr_e2e::{
-    Cluster, ClusterOptions, assert_same_lines, files_under, write_big_inputs,
+    Cluster, ClusterOptions, TestStorage, assert_same_lines, files_under, write_big_inputs,
     write_one_line_inputs,
 };
 use std::time::Duration;
@@ -55,11 +56,13 @@ async fn wait_for(
 /// The big one: tens of MiB of wc while the coordinator is SIGKILLed and restarted once
 /// and a worker is SIGKILLed every half second. The output is exact, and nothing is left
 /// in the data folder but the inputs, the outputs and the coordinator's store.
-#[tokio::test(flavor = "multi_thread")]
-async fn output_is_exact_through_a_coordinator_restart_and_constant_worker_kills() {
+async fn output_is_exact_through_a_coordinator_restart_and_constant_worker_kills(
+    storage: TestStorage,
+) {
     let mut cluster = Cluster::start(ClusterOptions {
         workers: 3,
         task_timeout: "2s".into(),
+        storage,
         ..Default::default()
     })
     .await;
@@ -154,11 +157,11 @@ async fn output_is_exact_through_a_coordinator_restart_and_constant_worker_kills
 /// A worker stalls (SIGSTOP) holding a task, with a task timeout far away: a backup copy
 /// finishes the task instead, and the stalled worker's late report, once it wakes, is
 /// ignored.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_stalled_task_gets_a_backup_copy_and_the_late_report_is_ignored() {
+async fn a_stalled_task_gets_a_backup_copy_and_the_late_report_is_ignored(storage: TestStorage) {
     let mut cluster = Cluster::start(ClusterOptions {
         workers: 3,
         task_timeout: "120s".into(),
+        storage,
         ..Default::default()
     })
     .await;
@@ -231,12 +234,12 @@ async fn a_stalled_task_gets_a_backup_copy_and_the_late_report_is_ignored() {
 
 /// A reduce finds an intermediate corrupt: it says which map made it, that map runs again,
 /// and the output is still exact.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_corrupt_intermediate_makes_its_map_task_run_again() {
+async fn a_corrupt_intermediate_makes_its_map_task_run_again(storage: TestStorage) {
     let cluster = Cluster::start(ClusterOptions {
         workers: 1,
         // Keep the intermediates around after the job, to look at them.
         coordinator_args: vec!["--intermediate-retention".into(), "1h".into()],
+        storage,
         ..Default::default()
     })
     .await;
@@ -561,6 +564,7 @@ async fn a_kill_at_any_step_of_a_compaction_loses_nothing() {
 /// `open_files` open files at most; checks the job succeeded at the first reduce attempt
 /// with exactly the sequential output.
 async fn one_reduce_over_many_files(
+    storage: TestStorage,
     files: usize,
     workers: usize,
     open_files: Option<u64>,
@@ -569,6 +573,7 @@ async fn one_reduce_over_many_files(
     let cluster = Cluster::start(ClusterOptions {
         workers,
         worker_open_files_limit: open_files,
+        storage,
         ..Default::default()
     })
     .await;
@@ -598,13 +603,26 @@ async fn one_reduce_over_many_files(
 /// A reduce with more inputs than its worker may open files (RLIMIT_NOFILE 128, hard, so
 /// the worker cannot raise it) merges them in passes and succeeds: too many open files is
 /// never taken for lost intermediates, and the job does not loop.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_reduce_with_more_inputs_than_the_open_file_limit_succeeds() {
-    one_reduce_over_many_files(300, 1, Some(128), Duration::from_secs(60)).await;
+async fn a_reduce_with_more_inputs_than_the_open_file_limit_succeeds(storage: TestStorage) {
+    one_reduce_over_many_files(storage, 300, 1, Some(128), Duration::from_secs(60)).await;
 }
 
 /// 20,000 inputs (a map each) into one reduce: thousands of intermediates, merged in passes.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_job_of_20000_one_line_files_succeeds() {
-    one_reduce_over_many_files(20_000, 2, None, Duration::from_secs(180)).await;
+    one_reduce_over_many_files(
+        TestStorage::Folder,
+        20_000,
+        2,
+        None,
+        Duration::from_secs(180),
+    )
+    .await;
 }
+
+on_both_storages!(
+    output_is_exact_through_a_coordinator_restart_and_constant_worker_kills,
+    a_stalled_task_gets_a_backup_copy_and_the_late_report_is_ignored,
+    a_corrupt_intermediate_makes_its_map_task_run_again,
+    a_reduce_with_more_inputs_than_the_open_file_limit_succeeds,
+);
