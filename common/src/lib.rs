@@ -3,7 +3,7 @@
 //! set up their logs ([`telemetry`]), TLS files and bearer tokens on the client side
 //! ([`security`]), the open-file limit both raise at start ([`limits`]), and which user they
 //! run as when started as root ([`privileges`]), and, in the static musl build, the
-//! `memcpy` and `memmove` every binary links instead of musl's ([`memcpy`]).
+//! `memcpy`, `memmove` and `memcmp` every binary links instead of musl's ([`memcpy`]).
 
 pub mod app_interface;
 pub mod data_dir;
