@@ -202,8 +202,8 @@ fn remember_etag_of(path: &Path, sidecar: &Path) -> Option<()> {
 
 /// `impl S3 for Served`: each listed operation handed to s3s-fs as it is (every one s3s-fs
 /// implements; the others keep the trait's NotImplemented), `get_object` through
-/// [`Served::fast_get`], `head_object` through [`Served::head`] and the deletes through [`Served::delete`] and
-/// [`Served::delete_each`].
+/// [`Served::fast_get`], `head_object` through [`Served::head`], and the deletes through
+/// [`Served::delete`] and [`Served::delete_each`].
 macro_rules! served_by_s3s_fs {
     ($($op:ident: $input:ident -> $output:ident;)*) => {
         #[async_trait::async_trait]

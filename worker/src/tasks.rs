@@ -346,9 +346,9 @@ pub fn read_split_s3(
     let stop = if window(end - 1, end) == b"\n" {
         end
     } else {
+        // Past what was fetched only if the object goes on (no request otherwise).
         match newline_in(end, fetched_end) {
             Some(at) => at + 1,
-            None if fetched_end >= size => size,
             None => find_newline(s3, key, fetched_end, size)?.map_or(size, |at| at + 1),
         }
     };
