@@ -6,6 +6,9 @@
 //! than the soft default, so [`raise_open_file_limit`] lifts the soft limit to the hard one
 //! first thing in both `main`s. The worker still bounds how many intermediates a reduce opens
 //! at once by the limit then in force (see `mr_worker::tasks::merge_fan_in`).
+//!
+//! The worker also turns transparent huge pages off for itself
+//! ([`disable_transparent_huge_pages`]): see there for why.
 
 use std::io;
 
@@ -78,9 +81,47 @@ fn try_raise() -> io::Result<OpenFileLimit> {
     Ok(OpenFileLimit { before, soft, hard })
 }
 
+/// Turns transparent huge pages off for this process (`PR_SET_THP_DISABLE`, inherited by
+/// its children), so that its anonymous memory comes in 4 KiB pages however the machine's
+/// `/sys/kernel/mm/transparent_hugepage/enabled` is set.
+///
+/// The worker calls it first thing. mimalloc asks for huge pages (`MADV_HUGEPAGE`) on the
+/// memory it maps, and a map task's large buffers (its split, the records out of the
+/// instance, their sort order) are mapped, freed and mapped again for every task: each
+/// first touch of a 2 MiB region then faulted in and zeroed a whole huge page. In a profile
+/// of bench figure 1 that zeroing (`clear_page_erms` under `do_huge_pmd_anonymous_page`)
+/// was 18% of all samples; without huge pages the workers used about a quarter less CPU for
+/// the same job (BENCHMARKS.md, "Transparent huge pages"). A failure (a kernel without the
+/// call) is returned and changes nothing else.
+pub fn disable_transparent_huge_pages() -> io::Result<()> {
+    // SAFETY: prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0) takes no pointers; it sets a flag of
+    // this process.
+    if unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Whether transparent huge pages are off for this process (`PR_GET_THP_DISABLE`).
+pub fn transparent_huge_pages_disabled() -> io::Result<bool> {
+    // SAFETY: as above; the call returns the flag.
+    match unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) } {
+        -1 => Err(io::Error::last_os_error()),
+        flag => Ok(flag == 1),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn transparent_huge_pages_can_be_turned_off() {
+        disable_transparent_huge_pages().expect("prctl");
+        assert!(transparent_huge_pages_disabled().expect("prctl"));
+        let status = std::fs::read_to_string("/proc/self/status").expect("status");
+        assert!(status.contains("THP_enabled:\t0"), "{status}");
+    }
 
     #[test]
     fn the_soft_limit_is_raised_to_the_hard_one() {

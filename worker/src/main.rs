@@ -76,8 +76,14 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    // Before the allocator maps much: see the function for why (a quarter of a large map's
+    // CPU went to zeroing huge pages).
+    let thp = mr_common::limits::disable_transparent_huge_pages();
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
+    if let Err(error) = thp {
+        tracing::warn!(%error, "could not turn transparent huge pages off (PR_SET_THP_DISABLE)");
+    }
     let _ = mr_common::limits::raise_open_file_limit(); // logs what it did; runs on without
     // Started as root (compose), run as the data folder's owner before any thread or file
     // exists. `sequential` is a local tool: it runs as whoever starts it.

@@ -194,22 +194,33 @@ fn fill_block(block: usize) {
 }
 
 /// The character at the start of `bytes` (whose first byte is not ASCII) and its length,
-/// or `None` if the bytes there are not valid UTF-8. The sequence's length comes from its
-/// first byte and `str::from_utf8` checks exactly those bytes, so the standard library
-/// stays the judge of what is valid (overlong forms, surrogates, > U+10FFFF).
+/// or `None` if the bytes there are not valid UTF-8 (then the first byte separates, as
+/// Go's U+FFFD of width 1 would). Decoded by hand: `str::from_utf8` over each character's
+/// bytes was a call per character and ~10% of wc's map on non-English text. Valid means
+/// what the standard library means (the tests compare with `utf8_chunks`): no overlong
+/// form (the lead bytes C0, C1 are refused here, E0 and F0 by the minimum below), no
+/// surrogate and nothing above U+10FFFF (`char::from_u32`).
 #[inline]
 fn decode_at(bytes: &[u8]) -> Option<(char, usize)> {
-    let len = match bytes[0] {
-        0xC2..=0xDF => 2,
-        0xE0..=0xEF => 3,
-        0xF0..=0xF4 => 4,
+    let lead = u32::from(bytes[0]);
+    let cont = |i: usize| match bytes.get(i) {
+        Some(&b) if b & 0xC0 == 0x80 => Some(u32::from(b & 0x3F)),
+        _ => None,
+    };
+    let (cp, len, min) = match lead {
+        0xC2..=0xDF => ((lead & 0x1F) << 6 | cont(1)?, 2, 0x80),
+        0xE0..=0xEF => ((lead & 0x0F) << 12 | cont(1)? << 6 | cont(2)?, 3, 0x800),
+        0xF0..=0xF4 => (
+            (lead & 0x07) << 18 | cont(1)? << 12 | cont(2)? << 6 | cont(3)?,
+            4,
+            0x1_0000,
+        ),
         _ => return None,
     };
-    let c = std::str::from_utf8(bytes.get(..len)?)
-        .ok()?
-        .chars()
-        .next()?;
-    Some((c, len))
+    if cp < min {
+        return None;
+    }
+    Some((char::from_u32(cp)?, len))
 }
 
 /// The words of `contents`: maximal runs of letters ([`is_letter`]), as the lab's
@@ -326,7 +337,7 @@ impl<'a> Iterator for Words<'a> {
         let word = &bytes[start..i];
         debug_assert!(std::str::from_utf8(word).is_ok());
         // SAFETY: every byte of `word` is either an ASCII letter or part of a character
-        // that `decode_at` validated with `str::from_utf8` over exactly its bytes, and
+        // that `decode_at` decoded and validated over exactly its bytes, and
         // the word starts and ends on those characters' boundaries: it is valid UTF-8.
         // (A second validation pass over every word cost 7% of wc's map.)
         Some(unsafe { std::str::from_utf8_unchecked(word) })
@@ -539,7 +550,11 @@ impl CombineMap {
         };
         let id = self.offs.len() as u32;
         self.offs.push(off);
-        self.keys.extend_from_slice(bytes);
+        if bytes.len() <= INLINE {
+            push_inline(&mut self.keys, prefix, bytes.len());
+        } else {
+            self.keys.extend_from_slice(bytes);
+        }
         self.used += 1;
         let slot = &mut self.slots[i];
         *slot = Slot {
@@ -608,6 +623,15 @@ impl CombineMap {
             }
             let slot = std::mem::take(&mut self.slots[i]);
             let value = self.values.get_mut(slot.id as usize).and_then(Option::take);
+            if value.is_none() && slot.len as usize <= INLINE {
+                // A counted short key (nearly every word): the slot holds all of it, so
+                // neither the key arena nor a `memory.copy` is touched.
+                let n = slot.len as usize;
+                out.extend_from_slice(&(n as u32).to_le_bytes());
+                push_inline(out, slot.prefix, n);
+                put_bytes(out, decimal(slot.count, &mut digits));
+                continue;
+            }
             let key = self.key_of(&slot);
             match (value, slot.count) {
                 (None, n) => put_record(out, key, decimal(n, &mut digits)),
@@ -674,7 +698,40 @@ impl Emitter<'_> {
 fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     // The host bounds every length by the module's memory (< 4 GiB), so this fits.
     out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
-    out.extend_from_slice(bytes);
+    extend_short(out, bytes);
+}
+
+/// `out.extend_from_slice(bytes)`, with fixed-size loads and stores for up to 16 bytes:
+/// in Wasm a copy of a variable length is a `memory.copy`, a call out of the instance into
+/// the host, and a combining map made three per distinct key (into the key arena, then the
+/// key and its count into the records): ~2% of wc's whole job.
+#[inline]
+fn extend_short(out: &mut Vec<u8>, bytes: &[u8]) {
+    if bytes.len() <= INLINE {
+        push_inline(out, key_prefix(bytes), bytes.len());
+    } else {
+        out.extend_from_slice(bytes);
+    }
+}
+
+/// Appends the first `n` (at most 16) bytes of `words`, little-endian (as [`key_prefix`]
+/// gives a key's), to `out` with two 8-byte stores.
+#[inline]
+fn push_inline(out: &mut Vec<u8>, words: [u64; 2], n: usize) {
+    assert!(n <= INLINE);
+    out.reserve(INLINE);
+    let len = out.len();
+    // SAFETY: `reserve` left room for INLINE bytes after `len`, all 16 are written (so
+    // initialized), and only the first `n` <= INLINE become part of the vector.
+    unsafe {
+        let end = out.as_mut_ptr().add(len);
+        end.cast::<[u8; 8]>()
+            .write_unaligned(words[0].to_le_bytes());
+        end.add(8)
+            .cast::<[u8; 8]>()
+            .write_unaligned(words[1].to_le_bytes());
+        out.set_len(len + n);
+    }
 }
 
 fn put_record(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
@@ -963,6 +1020,47 @@ mod tests {
         assert!(all(b" \n\t123 ").is_empty());
     }
 
+    /// `decode_at` against the standard library on every sequence of 2 and 3 bytes that
+    /// starts with a non-ASCII byte, and on 4-byte ones whose continuation bytes are each
+    /// one of the values around every boundary of the rule.
+    #[test]
+    fn decode_at_agrees_with_std_on_every_short_sequence() {
+        fn std_decode(b: &[u8]) -> Option<(char, usize)> {
+            let valid = b.utf8_chunks().next()?.valid();
+            let c = valid.chars().next()?;
+            Some((c, c.len_utf8()))
+        }
+        let mut checked = 0u64;
+        for lead in 0x80..=0xFFu8 {
+            for b1 in 0..=0xFFu8 {
+                assert_eq!(
+                    decode_at(&[lead, b1]),
+                    std_decode(&[lead, b1]),
+                    "{lead:x} {b1:x}"
+                );
+                for b2 in 0..=0xFFu8 {
+                    let seq = [lead, b1, b2];
+                    assert_eq!(decode_at(&seq), std_decode(&seq), "{seq:x?}");
+                    checked += 1;
+                }
+            }
+        }
+        let edges = [0x00, 0x7F, 0x80, 0x8F, 0x90, 0x9F, 0xA0, 0xBF, 0xC0, 0xFF];
+        for lead in 0xF0..=0xFFu8 {
+            for b1 in edges {
+                for b2 in edges {
+                    for b3 in edges {
+                        let seq = [lead, b1, b2, b3];
+                        assert_eq!(decode_at(&seq), std_decode(&seq), "{seq:x?}");
+                        assert_eq!(decode_at(&seq[..3]), std_decode(&seq[..3]), "{seq:x?}");
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert!(checked > 8_000_000);
+    }
+
     /// The words by the plainest rule there is: std's UTF-8 chunks, `is_letter` per char.
     fn reference_words(s: &[u8]) -> Vec<String> {
         let mut out = Vec::new();
@@ -1109,6 +1207,41 @@ mod tests {
         out.clear();
         map.drain_into(&mut out, add_count);
         assert_eq!(decode_records(&out), [(String::new(), "2".to_owned())]);
+    }
+
+    /// The counting path (`add`, drained from the slots without the key arena for keys of
+    /// up to 16 bytes) against a hash map: keys of 1 to 40 bytes, counts
+    /// of 1 to 19 digits.
+    #[test]
+    fn counted_keys_match_a_hash_map() {
+        let mut map = CombineMap::default();
+        let mut reference = std::collections::HashMap::new();
+        let mut out = Vec::new();
+        for round in 0..2u64 {
+            for i in 0..30_000u64 {
+                let n = (i * 7919 + round) % 6007;
+                // 1 to 4 digits and 0 to 18 two-byte letters: 1 to 40 bytes.
+                let key = format!("{n}{}", "é".repeat((n % 19) as usize));
+                let key = key.as_str();
+                let add = if n % 97 == 0 {
+                    u64::MAX / 16
+                } else {
+                    1 + n % 3
+                };
+                map.add(key, add);
+                *reference.entry(key.to_owned()).or_insert(0u64) += add;
+            }
+            out.clear();
+            map.drain_into(&mut out, add_count);
+            let mut got = decode_records(&out);
+            got.sort();
+            let mut want: Vec<(String, String)> =
+                reference.drain().map(|(k, v)| (k, v.to_string())).collect();
+            want.sort();
+            assert!(want.iter().any(|(k, _)| k.len() > INLINE));
+            assert!(want.iter().any(|(_, v)| v.len() > INLINE));
+            assert_eq!(got, want, "round {round}");
+        }
     }
 
     fn wc_count_map(_name: &str, contents: &[u8], out: &mut Emitter) {

@@ -1,5 +1,6 @@
 //! What an operator reads over the API, against a real cluster: a job's output streamed by
-//! `ReadOutput` (no data folder needed), and the workers as `ListWorkers` shows them.
+//! `ReadOutput` (no data folder needed), the workers as `ListWorkers` shows them, and how
+//! their processes are set up.
 
 use mr_e2e::v1 as pb;
 use mr_e2e::{Cluster, ClusterOptions, TestStorage, assert_same_lines, lab_inputs};
@@ -142,6 +143,34 @@ async fn list_workers_shows_each_worker_its_reports_and_a_lost_one() {
         assert!(std::time::Instant::now() < deadline, "{workers:?}");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// A worker runs with transparent huge pages off (`mr_common::limits::
+/// disable_transparent_huge_pages`, a quarter of a large map's CPU otherwise): the kernel
+/// shows `THP_enabled: 0` in its status once it has started.
+#[tokio::test(flavor = "multi_thread")]
+async fn workers_run_with_transparent_huge_pages_off() {
+    let cluster = Cluster::start(ClusterOptions {
+        workers: 1,
+        ..Default::default()
+    })
+    .await;
+    // Once it has called the coordinator, its `main` is well past the call.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while list_workers(&cluster).await.is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker never called"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let pid = cluster.worker_pid(0).expect("the worker runs");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let thp = status
+        .lines()
+        .find_map(|l| l.strip_prefix("THP_enabled:"))
+        .map(str::trim);
+    assert_eq!(thp, Some("0"), "{status}");
 }
 
 /// Counters (Google MapReduce §4.9) count each committed task once: with a worker

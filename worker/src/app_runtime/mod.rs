@@ -1007,7 +1007,24 @@ impl MapOutput {
 
     /// Record `i` as (key, value). Panics if `i >= len()`, like slice indexing.
     pub fn get(&self, i: usize) -> (&[u8], &[u8]) {
-        let at = self.starts[i] as usize;
+        self.at(self.starts[i])
+    }
+
+    /// The records as the app returned them, encoded (see `apps-wasm/README.md`).
+    pub fn buffer(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Where each record starts in the output's buffer, in the order the app returned
+    /// them (so increasing): what [`MapOutput::at`] takes.
+    pub fn starts(&self) -> &[u32] {
+        &self.starts
+    }
+
+    /// The record that starts at byte `start` (one of [`MapOutput::starts`]), as (key,
+    /// value): one read of the buffer, where [`MapOutput::get`] reads `starts` first.
+    pub fn at(&self, start: u32) -> (&[u8], &[u8]) {
+        let at = start as usize;
         // parse() checked every length, so these slices are in bounds.
         let key_len = read_len(&self.buf, at).unwrap_or(0);
         let key = &self.buf[at + 4..at + 4 + key_len];
