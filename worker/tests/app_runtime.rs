@@ -213,6 +213,40 @@ fn wc_over_a_16_mib_split() {
     assert_eq!(total, n);
 }
 
+/// Minor page faults of the calling thread so far.
+fn thread_page_faults() -> i64 {
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage writes one `rusage` through a pointer to a live local.
+    assert_eq!(
+        unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) },
+        0
+    );
+    usage.ru_minflt
+}
+
+/// A map's instance memory stays mapped for the next instance of the app (the pool's
+/// `MEMORY_KEEP_RESIDENT`): the second 16 MiB map faults in almost nothing, where the first
+/// faulted in its whole memory (at least the 4,096 pages of the split it was given).
+#[test]
+fn a_maps_memory_stays_resident_for_the_next_map() {
+    let rt = AppRuntime::new().unwrap();
+    let wc = load(&rt, "wc");
+    let line = b"lorem ipsum dolor sit amet\n";
+    let text = line.repeat((16 << 20) / line.len());
+    let mut faults = Vec::new();
+    for _ in 0..2 {
+        let before = thread_page_faults();
+        let out = wc.map(&LIMITS, "input/big.txt", &text).unwrap();
+        faults.push(thread_page_faults() - before);
+        assert_eq!(out.len(), 5);
+    }
+    assert!(
+        faults[0] > 4096,
+        "the first map faulted in its memory: {faults:?}"
+    );
+    assert!(faults[1] < 1024, "the second map reused it: {faults:?}");
+}
+
 #[test]
 fn indexer_maps_distinct_words_and_reduces_distinct_sorted_documents() {
     let rt = AppRuntime::new().unwrap();

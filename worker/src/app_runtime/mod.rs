@@ -30,7 +30,8 @@
 //!   sleeps the thread): async callers run it on a blocking thread, and stop a call they
 //!   no longer want with a [`CancelToken`] (checked at every tick, in `sleep_ms` too).
 //! - Instances come from wasmtime's pooling allocator: a map task's fresh instance reuses
-//!   a slot's mapping instead of mmap/munmap per task.
+//!   a slot's mapping instead of mmap/munmap per task, and the pages its predecessor used
+//!   (up to `MEMORY_KEEP_RESIDENT`, zeroed in place) instead of faulting them in again.
 //! - Errors are classified by what the host saw (its own deadline check, its memory
 //!   limiter, the app's `mr.fail`), not by parsing wasmtime's messages.
 
@@ -77,8 +78,18 @@ const CORE_PER_COMPONENT: u32 = 64;
 /// thousands of entries.
 const TABLE_ELEMENTS: usize = 1 << 18;
 
-/// Bytes of each pooled memory (and table) kept mapped and zeroed with memset on reuse.
-const KEEP_RESIDENT: usize = 2 << 20;
+/// Bytes of each pooled linear memory kept mapped when its instance ends, and zeroed in
+/// place (only the pages it touched, where the kernel has PAGEMAP_SCAN) for the next one.
+/// Beyond this the memory goes back to the kernel and its next use faults every page in
+/// again: with 2 MiB, the ~12,000 page faults of each 16 MiB wc map (its split, the
+/// combiner's table, its records: ~48 MiB) were 12% of the map's time (BENCHMARKS.md,
+/// "Pooled memory kept resident"). The cost is resident memory: each pool slot an app
+/// has used keeps up to this much after its task (zeroed), and a slot is reused by the
+/// next instance of the same app, so a worker running one app keeps ~one map's memory.
+const MEMORY_KEEP_RESIDENT: usize = 64 << 20;
+
+/// The same for each pooled table.
+const TABLE_KEEP_RESIDENT: usize = 2 << 20;
 
 /// Most distinct counter names one task may use, and the longest name.
 pub const MAX_COUNTERS: usize = 64;
@@ -206,8 +217,9 @@ impl AppRuntime {
         // disk (or a file size limit) hits only the task's own writes, with their names.
         config.memory_init_cow(false);
         // Instances come from a small pool of pre-reserved slots, and a slot's first pages
-        // stay mapped and are zeroed in place when it is freed: a tiny task then costs no
-        // mmap/munmap (and no TLB shootdown across threads), nor fresh page faults.
+        // (MEMORY_KEEP_RESIDENT) stay mapped and are zeroed in place when it is freed: a
+        // task then costs no mmap/munmap (and no TLB shootdown across threads), nor fresh
+        // page faults for memory the slot's previous instance used.
         let mut pool = PoolingAllocationConfig::new();
         pool.total_component_instances(POOL_SLOTS)
             .total_core_instances(POOL_SLOTS * 8)
@@ -220,8 +232,8 @@ impl AppRuntime {
             .max_core_instance_size(4 << 20)
             .table_elements(TABLE_ELEMENTS)
             .max_unused_warm_slots(POOL_SLOTS)
-            .linear_memory_keep_resident(KEEP_RESIDENT)
-            .table_keep_resident(KEEP_RESIDENT)
+            .linear_memory_keep_resident(MEMORY_KEEP_RESIDENT)
+            .table_keep_resident(TABLE_KEEP_RESIDENT)
             // Where the kernel has PAGEMAP_SCAN (Linux 6.7+), only the pages a task really
             // touched are zeroed, not the whole resident part of the slot.
             .pagemap_scan(wasmtime::Enabled::Auto);
