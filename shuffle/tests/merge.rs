@@ -93,25 +93,50 @@ fn matches_a_naive_merge() {
                 random_records(&mut rng, n, 3, 5)
             })
             .collect();
-        let files: Vec<Vec<u8>> = sources.iter().map(|r| write(r)).collect();
-
-        // Naive: everything tagged by (source, position), stable-sorted by key, grouped.
-        let mut all: Vec<(&[u8], usize, usize, &[u8])> = Vec::new();
-        for (s, records) in sources.iter().enumerate() {
-            for (i, (k, v)) in records.iter().enumerate() {
-                all.push((k, s, i, v));
-            }
-        }
-        all.sort();
-        let mut want: Groups = Vec::new();
-        for (k, _, _, v) in all {
-            match want.last_mut() {
-                Some((key, values)) if key.as_slice() == k => values.push(v.to_vec()),
-                _ => want.push((k.to_vec(), vec![v.to_vec()])),
-            }
-        }
-        assert_eq!(merge_all(&files).unwrap(), want, "round {round}");
+        check_against_naive_merge(&sources, round);
     }
+}
+
+/// Keys of up to 12 bytes over `a` and zero bytes: many share their first 8 bytes or
+/// differ only by zero padding, where the merge's 8-byte prefixes cannot decide.
+#[test]
+fn matches_a_naive_merge_on_keys_that_share_8_byte_prefixes() {
+    let mut rng = Rng::new(11);
+    for round in 0..20 {
+        let n_sources = 1 + rng.below(12) as usize;
+        let sources: Vec<Records> = (0..n_sources)
+            .map(|_| {
+                let n = rng.below(300) as usize;
+                let mut records: Records = (0..n)
+                    .map(|_| (rng.bytes(12, b"a\x00"), rng.bytes(3, b"xyz")))
+                    .collect();
+                records.sort_by(|a, b| a.0.cmp(&b.0));
+                records
+            })
+            .collect();
+        check_against_naive_merge(&sources, round);
+    }
+}
+
+/// The merge of `sources` equals a plain one: every record tagged by (source, position),
+/// stable-sorted by key, grouped.
+fn check_against_naive_merge(sources: &[Records], round: usize) {
+    let files: Vec<Vec<u8>> = sources.iter().map(|r| write(r)).collect();
+    let mut all: Vec<(&[u8], usize, usize, &[u8])> = Vec::new();
+    for (s, records) in sources.iter().enumerate() {
+        for (i, (k, v)) in records.iter().enumerate() {
+            all.push((k, s, i, v));
+        }
+    }
+    all.sort();
+    let mut want: Groups = Vec::new();
+    for (k, _, _, v) in all {
+        match want.last_mut() {
+            Some((key, values)) if key.as_slice() == k => values.push(v.to_vec()),
+            _ => want.push((k.to_vec(), vec![v.to_vec()])),
+        }
+    }
+    assert_eq!(merge_all(&files).unwrap(), want, "round {round}");
 }
 
 #[test]
