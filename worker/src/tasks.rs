@@ -893,6 +893,38 @@ mod tests {
             .collect()
     }
 
+    /// Larger outputs against the plain definition: keys of 0 to 12 bytes over three
+    /// letters and the zero byte (many share their first 8 bytes, or differ only by zero
+    /// padding, or repeat), for several partition counts.
+    #[test]
+    fn large_map_outputs_sort_as_a_stable_sort_by_partition_and_key() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for (round, n) in [256usize, 3000, 20_000].into_iter().enumerate() {
+            let keys: Vec<Vec<u8>> = (0..n)
+                .map(|_| {
+                    let len = (next() % 13) as usize;
+                    (0..len).map(|_| b"ab\0z"[(next() % 4) as usize]).collect()
+                })
+                .collect();
+            for n_reduce in [1, 7, 300] {
+                let mut want: Vec<usize> = (0..n).collect();
+                want.sort_by_key(|&i| (mr_shuffle::partition(&keys[i], n_reduce), &keys[i]));
+                let starts: Vec<u32> = (0..n as u32).collect();
+                let got: Vec<usize> = sort_order(&starts, |i| &keys[i as usize], n_reduce)
+                    .iter()
+                    .map(|e| e.start as usize)
+                    .collect();
+                assert_eq!(got, want, "round {round}, n_reduce {n_reduce}");
+            }
+        }
+    }
+
     #[test]
     fn map_records_sort_by_partition_then_key_then_emit_order() {
         // Keys that share 8-byte prefixes, differ only past them or in zero padding, and
