@@ -84,34 +84,32 @@ fn no_sources_and_empty_sources() {
 
 #[test]
 fn matches_a_naive_merge() {
-    let mut rng = Rng::new(7);
-    for round in 0..20 {
-        let n_sources = 1 + rng.below(12) as usize;
-        let sources: Vec<Records> = (0..n_sources)
-            .map(|_| {
-                let n = rng.below(300) as usize;
-                random_records(&mut rng, n, 3, 5)
-            })
-            .collect();
-        check_against_naive_merge(&sources, round);
-    }
+    check_random_merges(7, |rng, n| random_records(rng, n, 3, 5));
 }
 
 /// Keys of up to 12 bytes over `a` and zero bytes: many share their first 8 bytes or
 /// differ only by zero padding, where the merge's 8-byte prefixes cannot decide.
 #[test]
 fn matches_a_naive_merge_on_keys_that_share_8_byte_prefixes() {
-    let mut rng = Rng::new(11);
+    check_random_merges(11, |rng, n| {
+        let mut records: Records = (0..n)
+            .map(|_| (rng.bytes(12, b"a\x00"), rng.bytes(3, b"xyz")))
+            .collect();
+        records.sort_by(|a, b| a.0.cmp(&b.0));
+        records
+    });
+}
+
+/// 20 rounds of 1 to 12 sources of up to 300 records each, from `records(rng, n)`, each
+/// merge checked against [`check_against_naive_merge`].
+fn check_random_merges(seed: u64, mut records: impl FnMut(&mut Rng, usize) -> Records) {
+    let mut rng = Rng::new(seed);
     for round in 0..20 {
         let n_sources = 1 + rng.below(12) as usize;
         let sources: Vec<Records> = (0..n_sources)
             .map(|_| {
                 let n = rng.below(300) as usize;
-                let mut records: Records = (0..n)
-                    .map(|_| (rng.bytes(12, b"a\x00"), rng.bytes(3, b"xyz")))
-                    .collect();
-                records.sort_by(|a, b| a.0.cmp(&b.0));
-                records
+                records(&mut rng, n)
             })
             .collect();
         check_against_naive_merge(&sources, round);

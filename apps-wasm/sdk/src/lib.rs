@@ -1193,13 +1193,7 @@ mod tests {
                 map.fold(key, "1", add_count);
                 *reference.entry(key.to_owned()).or_insert(0u64) += 1;
             }
-            out.clear();
-            map.drain_into(&mut out, add_count);
-            let mut got = decode_records(&out);
-            got.sort();
-            let mut want: Vec<(String, String)> =
-                reference.drain().map(|(k, v)| (k, v.to_string())).collect();
-            want.sort();
+            let (got, want) = drain_both(&mut map, &mut reference, &mut out);
             assert_eq!(got, want, "round {round}");
         }
         map.fold("", "1", add_count);
@@ -1209,9 +1203,24 @@ mod tests {
         assert_eq!(decode_records(&out), [(String::new(), "2".to_owned())]);
     }
 
+    /// Drains `map` (through `out`) and `reference` into sorted (key, count) lists.
+    fn drain_both(
+        map: &mut CombineMap,
+        reference: &mut std::collections::HashMap<String, u64>,
+        out: &mut Vec<u8>,
+    ) -> (Vec<(String, String)>, Vec<(String, String)>) {
+        out.clear();
+        map.drain_into(out, add_count);
+        let mut got = decode_records(out);
+        got.sort();
+        let mut want: Vec<(String, String)> =
+            reference.drain().map(|(k, v)| (k, v.to_string())).collect();
+        want.sort();
+        (got, want)
+    }
+
     /// The counting path (`add`, drained from the slots without the key arena for keys of
-    /// up to 16 bytes) against a hash map: keys of 1 to 40 bytes, counts
-    /// of 1 to 19 digits.
+    /// up to 16 bytes) against a hash map: keys of 1 to 40 bytes, counts of 1 to 19 digits.
     #[test]
     fn counted_keys_match_a_hash_map() {
         let mut map = CombineMap::default();
@@ -1231,13 +1240,7 @@ mod tests {
                 map.add(key, add);
                 *reference.entry(key.to_owned()).or_insert(0u64) += add;
             }
-            out.clear();
-            map.drain_into(&mut out, add_count);
-            let mut got = decode_records(&out);
-            got.sort();
-            let mut want: Vec<(String, String)> =
-                reference.drain().map(|(k, v)| (k, v.to_string())).collect();
-            want.sort();
+            let (got, want) = drain_both(&mut map, &mut reference, &mut out);
             assert!(want.iter().any(|(k, _)| k.len() > INLINE));
             assert!(want.iter().any(|(_, v)| v.len() > INLINE));
             assert_eq!(got, want, "round {round}");
