@@ -134,6 +134,24 @@ fn fnv1a32(bytes: &[u8]) -> u32 {
     })
 }
 
+/// `key`'s first 8 bytes, zero-padded, big-endian: the numbers order as the keys do,
+/// except that equal numbers may hide different keys (`b"ab"` and `b"ab\0"`, or keys that
+/// differ past 8 bytes), which must then be compared whole. The map's sort and the
+/// reduce's merge settle nearly every comparison with them, without reading the keys.
+#[inline]
+pub fn key_prefix(key: &[u8]) -> u64 {
+    match key.first_chunk::<8>() {
+        Some(first) => u64::from_be_bytes(*first),
+        None => {
+            let mut padded = [0u8; 8];
+            for (to, from) in padded.iter_mut().zip(key) {
+                *to = *from;
+            }
+            u64::from_be_bytes(padded)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

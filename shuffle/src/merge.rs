@@ -9,7 +9,7 @@
 
 use std::io::{Read, Write};
 
-use crate::{Reader, ShuffleError, Writer};
+use crate::{Reader, ShuffleError, Writer, key_prefix};
 
 /// Error from one of the [`Merger`]'s sources.
 #[derive(Debug, thiserror::Error)]
@@ -90,7 +90,7 @@ impl Group {
 /// Streaming k-way merge of several sorted intermediate files (one per map task).
 pub struct Merger<R: Read> {
     sources: Vec<Reader<R>>,
-    /// Each source's current key's first 8 bytes as a number ([`prefix`]), kept as the
+    /// Each source's current key's first 8 bytes as a number ([`key_prefix`]), kept as the
     /// source advances: most comparisons of the heap are settled by them, without reading
     /// the keys (a `memcmp` call each, a large part of a reduce's merge before).
     prefixes: Vec<u64>,
@@ -114,7 +114,7 @@ impl<R: Read> Merger<R> {
         for (source_index, source) in merger.sources.iter_mut().enumerate() {
             match source.advance() {
                 Ok(true) => {
-                    merger.prefixes[source_index] = prefix(source.key());
+                    merger.prefixes[source_index] = key_prefix(source.key());
                     merger.heap.push(source_index);
                 }
                 Ok(false) => {}
@@ -170,7 +170,7 @@ impl<R: Read> Merger<R> {
     /// heap once exhausted and verified) and restores the heap; an error is remembered.
     fn advance_top(&mut self, top: usize) -> Result<(), MergeError> {
         match self.sources[top].advance() {
-            Ok(true) => self.prefixes[top] = prefix(self.sources[top].key()),
+            Ok(true) => self.prefixes[top] = key_prefix(self.sources[top].key()),
             Ok(false) => {
                 self.heap.swap_remove(0);
             }
@@ -206,23 +206,6 @@ impl<R: Read> Merger<R> {
             self.advance_top(top).map_err(RunError::Source)?;
         }
         Ok(written)
-    }
-}
-
-/// `key`'s first 8 bytes, zero-padded, big-endian: numbers order as the keys do, except
-/// that equal numbers may hide different keys (`b"ab"` and `b"ab\0"`, or keys that differ
-/// past 8 bytes), which then compare whole.
-#[inline]
-fn prefix(key: &[u8]) -> u64 {
-    match key.first_chunk::<8>() {
-        Some(first) => u64::from_be_bytes(*first),
-        None => {
-            let mut padded = [0u8; 8];
-            for (to, from) in padded.iter_mut().zip(key) {
-                *to = *from;
-            }
-            u64::from_be_bytes(padded)
-        }
     }
 }
 

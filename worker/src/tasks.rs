@@ -262,13 +262,10 @@ struct SortEntry {
 
 impl SortEntry {
     fn new(partition: u32, key: &[u8], start: u32) -> Self {
-        let mut first = [0u8; 8];
-        let n = key.len().min(8);
-        first[..n].copy_from_slice(&key[..n]);
         Self {
             partition,
             start,
-            prefix: u64::from_be_bytes(first),
+            prefix: mr_shuffle::key_prefix(key),
         }
     }
 }
