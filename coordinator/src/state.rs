@@ -10,7 +10,8 @@
 //! indexes below, which `apply` keeps in step with the tasks.
 //!
 //! Indexes make every event cost O(log n) in the number of tasks: per job and phase, the
-//! Idle tasks (a `BTreeSet`, lowest index first) and the running attempts by start time;
+//! Idle tasks (a `BTreeSet` in dispatch order: the largest split first, as Hadoop orders
+//! its splits, then the lowest index) and the running attempts by start time;
 //! over all jobs, the jobs with an Idle task in their current phase and the running
 //! attempts by deadline (mini-redis's expirations). Nothing scans all tasks.
 
@@ -161,7 +162,22 @@ pub struct Task {
     pub counters: Counters,
 }
 
+/// A task's place in its phase's Idle index, in dispatch order: the largest split first
+/// (reduces have none: all equal), then the lowest index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct IdleKey {
+    split_bytes: std::cmp::Reverse<u64>,
+    index: u32,
+}
+
 impl Task {
+    fn idle_key(&self) -> IdleKey {
+        IdleKey {
+            split_bytes: std::cmp::Reverse(self.split.as_ref().map_or(0, |s| s.length)),
+            index: self.index,
+        }
+    }
+
     fn new(kind: TaskKind, index: u32, split: Option<Split>) -> Self {
         Self {
             kind,
@@ -274,7 +290,7 @@ pub struct Job {
     /// The sum of its tasks' committed counters, kept as they change.
     pub counters: BTreeMap<String, u64>,
     counts: [PhaseCounts; 2],
-    idle: [BTreeSet<u32>; 2],
+    idle: [BTreeSet<IdleKey>; 2],
     running: [BTreeSet<(Instant, AttemptId)>; 2],
     recent: [VecDeque<Duration>; 2],
 }
@@ -301,8 +317,8 @@ impl Job {
             warning: String::new(),
             counts: [idle_counts(maps.len()), idle_counts(reduces.len())],
             idle: [
-                (0..maps.len() as u32).collect(),
-                (0..spec.n_reduce).collect(),
+                maps.iter().map(Task::idle_key).collect(),
+                reduces.iter().map(Task::idle_key).collect(),
             ],
             running: Default::default(),
             recent: Default::default(),
@@ -371,9 +387,11 @@ impl Job {
         }
     }
 
-    /// The lowest Idle task of a phase.
+    /// The Idle task of a phase to hand out next: the one with the largest split (a map),
+    /// then the lowest index. Longest maps first, as Hadoop sorts its splits: a phase then
+    /// ends with short tasks spread over the workers, not with one long map started last.
     pub fn first_idle(&self, kind: TaskKind) -> Option<u32> {
-        self.idle[kind.slot()].first().copied()
+        self.idle[kind.slot()].first().map(|key| key.index)
     }
 
     /// Running attempts of a phase, the longest-running first.
@@ -457,13 +475,14 @@ impl Job {
         if old == new {
             return;
         }
+        let key = task.idle_key();
         *self.counts[slot].slot(old) -= 1;
         *self.counts[slot].slot(new) += 1;
         if old == TaskState::Idle {
-            self.idle[slot].remove(&index);
+            self.idle[slot].remove(&key);
         }
         if new == TaskState::Idle {
-            self.idle[slot].insert(index);
+            self.idle[slot].insert(key);
         }
     }
 }

@@ -1,6 +1,8 @@
-//! Which task a worker gets: the lowest Idle task of the oldest job that has one (maps
-//! before reduces), or else a backup copy of a straggler near the end of a phase. Both are
-//! found through the state's indexes, never by scanning every task.
+//! Which task a worker gets: the first Idle task of the oldest job that has one (maps
+//! before reduces; the map with the largest split first, then the lowest index: see
+//! [`Job::first_idle`](crate::state::Job::first_idle)), or else a backup copy of a
+//! straggler near the end of a phase. Both are found through the state's indexes, never by
+//! scanning every task.
 //!
 //! Batches: a worker that asks for several tasks gets, after the first, the next Idle maps
 //! of the same job while their splits add up to at most `batch_bytes`, and never more than

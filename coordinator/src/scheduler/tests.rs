@@ -64,6 +64,18 @@ impl Fixture {
         n_reduce: u32,
         max_skipped_records: u64,
     ) -> String {
+        self.submit_files(id, &[("input/a", maps)], 1, n_reduce, max_skipped_records)
+    }
+
+    /// Submits a job over `files` (name, size) cut into splits of at most `split_bytes`.
+    fn submit_files(
+        &self,
+        id: &str,
+        files: &[(&str, u64)],
+        split_bytes: u64,
+        n_reduce: u32,
+        max_skipped_records: u64,
+    ) -> String {
         std::fs::create_dir_all(self.scheduler.data().job_dir(id)).expect("job dir");
         let spec = JobSpec {
             app: AppRef {
@@ -71,9 +83,9 @@ impl Fixture {
                 sha256: "00".into(),
             },
             inputs: vec!["input/*".into()],
-            input_files: vec![("input/a".into(), maps)],
+            input_files: files.iter().map(|&(f, n)| (f.into(), n)).collect(),
             n_reduce,
-            split_bytes: 1,
+            split_bytes,
             max_skipped_records,
         };
         let reply = self.handle(Event::Submit {
@@ -245,6 +257,41 @@ async fn maps_go_out_lowest_first_oldest_job_first_then_reduces() {
     );
     assert_eq!(f.job("a", |j| j.state), JobState::Running);
     assert_eq!(f.job("b", |j| j.progress(TaskKind::Map).in_progress), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn maps_go_out_largest_split_first_and_a_retried_one_keeps_its_place() {
+    let f = Fixture::new();
+    // Splits of at most 100 bytes: map 0 = a[0..100], 1 = a[100..130], 2 = b (70),
+    // 3 = c[0..100], 4 = c[100..200], 5 = d (30).
+    f.submit_files(
+        "j",
+        &[
+            ("input/a", 130),
+            ("input/b", 70),
+            ("input/c", 200),
+            ("input/d", 30),
+        ],
+        100,
+        1,
+        0,
+    );
+    let sizes: Vec<u64> = f.job("j", |j| {
+        j.maps
+            .iter()
+            .map(|t| t.split.as_ref().expect("a map's split").length)
+            .collect()
+    });
+    assert_eq!(sizes, [100, 30, 70, 100, 100, 30]);
+    let first = f.request("w").expect("a map");
+    let second = f.request("w").expect("a map");
+    assert_eq!((first.index, second.index), (0, 3));
+    // A failed map goes back among the Idle ones by its size, ahead of smaller splits.
+    assert!(f.report("w", first.attempt_id, failed("trap")));
+    let order: Vec<u32> = std::iter::from_fn(|| f.request("w"))
+        .map(|a| a.index)
+        .collect();
+    assert_eq!(order, [0, 4, 2, 1, 5]);
 }
 
 #[tokio::test(start_paused = true)]

@@ -77,7 +77,7 @@ async fn a_report_carries_the_next_task_when_asked() {
     let mut client = coordinator(&cluster).await;
     let first = next_task(&mut client).await;
     assert_eq!(first.job_id, job_id);
-    assert_eq!(map_index(&first), 0);
+    assert_eq!(map_index(&first), 1, "the larger split (grimm) goes out first");
 
     // Asked for: the reply holds the next idle task, under a new attempt.
     let reply = client
@@ -259,10 +259,18 @@ async fn a_worker_that_dies_holding_a_batch_loses_nothing(storage: TestStorage) 
         .expect("request")
         .into_inner();
     let batch: Vec<pb::Assignment> = reply.task.into_iter().chain(reply.more_tasks).collect();
-    // 63 Idle behind the first: at most an eighth of them come along.
+    // 63 Idle behind the first: at most an eighth of them come along, in dispatch order
+    // (the largest splits first, then the lowest index).
     assert_eq!(batch.len(), 8, "{batch:?}");
     let indices: Vec<u32> = batch.iter().map(map_index).collect();
-    assert_eq!(indices, (0..8).collect::<Vec<_>>());
+    let size = |i: u32| {
+        std::fs::metadata(cluster.data.join(&inputs[i as usize]))
+            .expect("an input")
+            .len()
+    };
+    let mut order: Vec<u32> = (0..inputs.len() as u32).collect();
+    order.sort_by_key(|&i| (std::cmp::Reverse(size(i)), i));
+    assert_eq!(indices, order[..8]);
     let ids: Vec<u64> = batch.iter().map(|t| t.attempt_id).collect();
     let heartbeat = |ids: &[u64]| pb::HeartbeatRequest {
         worker: WORKER.into(),
