@@ -218,7 +218,7 @@ fn task_states(job: &Job) -> Vec<(TaskKind, u32, TaskState)> {
 }
 
 #[tokio::test(start_paused = true)]
-async fn maps_go_out_lowest_first_oldest_job_first_then_reduces() {
+async fn equal_maps_go_out_lowest_first_oldest_job_first_then_reduces() {
     let f = Fixture::new();
     f.submit("a", 2, 1);
     f.submit("b", 1, 1);
