@@ -77,7 +77,11 @@ async fn a_report_carries_the_next_task_when_asked() {
     let mut client = coordinator(&cluster).await;
     let first = next_task(&mut client).await;
     assert_eq!(first.job_id, job_id);
-    assert_eq!(map_index(&first), 1, "the larger split (grimm) goes out first");
+    assert_eq!(
+        map_index(&first),
+        1,
+        "the larger split (grimm) goes out first"
+    );
 
     // Asked for: the reply holds the next idle task, under a new attempt.
     let reply = client
