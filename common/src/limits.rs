@@ -7,7 +7,7 @@
 //! first thing in both `main`s. The worker still bounds how many intermediates a reduce opens
 //! at once by the limit then in force (see `mr_worker::tasks::merge_fan_in`).
 //!
-//! The worker also turns transparent huge pages off for itself
+//! The worker and the coordinator also turn transparent huge pages off for themselves
 //! ([`disable_transparent_huge_pages`]): see there for why.
 
 use std::io;
@@ -85,14 +85,17 @@ fn try_raise() -> io::Result<OpenFileLimit> {
 /// its children), so that its anonymous memory comes in 4 KiB pages however the machine's
 /// `/sys/kernel/mm/transparent_hugepage/enabled` is set.
 ///
-/// The worker calls it first thing. mimalloc asks for huge pages (`MADV_HUGEPAGE`) on the
-/// memory it maps, and a map task's large buffers (its split, the records out of the
-/// instance, their sort order) are mapped, freed and mapped again for every task: each
-/// first touch of a 2 MiB region then faulted in and zeroed a whole huge page. In a profile
-/// of bench figure 1 that zeroing (`clear_page_erms` under `do_huge_pmd_anonymous_page`)
-/// was 18% of all samples; without huge pages the workers used about a quarter less CPU for
-/// the same job (BENCHMARKS.md, "Transparent huge pages"). A failure (a kernel without the
-/// call) is returned and changes nothing else.
+/// The worker and the coordinator call it first thing. mimalloc asks for huge pages
+/// (`MADV_HUGEPAGE`) on the memory it maps. A map task's large buffers (its split, the
+/// records out of the instance, their sort order) are mapped, freed and mapped again for
+/// every task: each first touch of a 2 MiB region then faulted in and zeroed a whole huge
+/// page. In a profile of bench figure 1 that zeroing (`clear_page_erms` under
+/// `do_huge_pmd_anonymous_page`) was 18% of all samples; without huge pages the workers used
+/// about a quarter less CPU for the same job (BENCHMARKS.md, "Transparent huge pages"). The
+/// coordinator's many small, long-lived records left huge pages partly used: a 100k-task
+/// job's coordinator peaked ~12% higher with them (BENCHMARKS.md, "Transparent huge pages
+/// off in the coordinator"). A failure (a kernel without the call) is returned and changes
+/// nothing else.
 pub fn disable_transparent_huge_pages() -> io::Result<()> {
     // SAFETY: prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0) takes no pointers; it sets a flag of
     // this process.

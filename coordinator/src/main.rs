@@ -201,9 +201,16 @@ enum Command {
 // No `#[tokio::main]`: the identity switch below must happen before the runtime starts its
 // threads (set*id and capset act on the calling thread first).
 fn main() -> anyhow::Result<()> {
+    // Before the allocator maps much: with transparent huge pages, a 100k-task job's
+    // coordinator peaked ~12% higher (partly used 2 MiB pages) and the job ran 5–18% slower
+    // (BENCHMARKS.md, "Transparent huge pages off in the coordinator").
+    let thp = mr_common::limits::disable_transparent_huge_pages();
     let cli = Cli::parse();
     if cli.command.is_none() {
         telemetry::init(cli.log_format);
+        if let Err(error) = thp {
+            tracing::warn!(%error, "could not turn transparent huge pages off (PR_SET_THP_DISABLE)");
+        }
         let _ = mr_common::limits::raise_open_file_limit(); // logs what it did; runs on without
     }
     // Started as root (compose), run as the data folder's owner before any file is created.

@@ -145,11 +145,12 @@ async fn list_workers_shows_each_worker_its_reports_and_a_lost_one() {
     }
 }
 
-/// A worker runs with transparent huge pages off (`mr_common::limits::
-/// disable_transparent_huge_pages`, a quarter of a large map's CPU otherwise): the kernel
-/// shows `THP_enabled: 0` in its status once it has started.
+/// Workers and the coordinator run with transparent huge pages off (`mr_common::limits::
+/// disable_transparent_huge_pages`: a quarter of a large map's CPU otherwise, and ~12% of
+/// a large job's coordinator memory): the kernel shows `THP_enabled: 0` in their status
+/// once they have started.
 #[tokio::test(flavor = "multi_thread")]
-async fn workers_run_with_transparent_huge_pages_off() {
+async fn workers_and_the_coordinator_run_with_transparent_huge_pages_off() {
     let cluster = Cluster::start(ClusterOptions {
         workers: 1,
         ..Default::default()
@@ -164,13 +165,16 @@ async fn workers_run_with_transparent_huge_pages_off() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let pid = cluster.worker_pid(0).expect("the worker runs");
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    let thp = status
-        .lines()
-        .find_map(|l| l.strip_prefix("THP_enabled:"))
-        .map(str::trim);
-    assert_eq!(thp, Some("0"), "{status}");
+    let worker = cluster.worker_pid(0).expect("the worker runs");
+    let coordinator = cluster.coordinator_pid().expect("the coordinator runs");
+    for (who, pid) in [("worker", worker as u32), ("coordinator", coordinator)] {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+        let thp = status
+            .lines()
+            .find_map(|l| l.strip_prefix("THP_enabled:"))
+            .map(str::trim);
+        assert_eq!(thp, Some("0"), "{who}: {status}");
+    }
 }
 
 /// Counters (Google MapReduce §4.9) count each committed task once: with a worker
