@@ -815,11 +815,16 @@ pub fn files_under(dir: &Path) -> Vec<String> {
     files
 }
 
-/// Asserts that no temp file (`*.tmp`) is left under `data/jobs`.
-pub fn assert_no_temp_files(data: &Path) {
-    let temps: Vec<String> = files_under(&data.join("jobs"))
+/// The temp files (`*.tmp`) under `data/jobs`.
+pub fn temp_files(data: &Path) -> Vec<String> {
+    files_under(&data.join("jobs"))
         .into_iter()
         .filter(|f| f.ends_with(".tmp"))
-        .collect();
+        .collect()
+}
+
+/// Asserts that no temp file (`*.tmp`) is left under `data/jobs`.
+pub fn assert_no_temp_files(data: &Path) {
+    let temps = temp_files(data);
     assert!(temps.is_empty(), "temp files left: {temps:?}");
 }
