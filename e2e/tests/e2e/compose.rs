@@ -1079,7 +1079,14 @@ fn a_partitioned_workers_late_report_is_ignored_and_the_output_is_exact() {
         attempt_id,
         Duration::from_secs(10),
     );
-    let left = attempt_files();
+    // The worker logs that line before it removes the files (off its async threads):
+    // give it that moment.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut left = attempt_files();
+    while !left.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        left = attempt_files();
+    }
     assert!(
         left.is_empty(),
         "the files of the ignored attempt are left: {left:?}"
