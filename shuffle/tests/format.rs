@@ -87,6 +87,13 @@ fn writer_refuses_unsorted_keys_and_stays_usable() {
     w.append(b"b", b"3").unwrap();
     w.append(b"ba", b"4").unwrap();
     assert_eq!(w.records(), 3);
+    // Keys that the first 8 bytes, zero-padded, cannot tell apart.
+    for (first, second) in [(&b"ba\0"[..], &b"ba"[..]), (b"bacdefgh1", b"bacdefgh")] {
+        let mut w = Writer::new(Vec::new()).unwrap();
+        w.append(first, b"").unwrap();
+        assert!(matches!(w.append(second, b""), Err(ShuffleError::Unsorted)));
+        w.append(first, b"").unwrap();
+    }
     let (got, result) = read_all(&w.finish().unwrap()[..]);
     result.unwrap();
     let keys: Vec<&[u8]> = got.iter().map(|(k, _)| k.as_slice()).collect();
