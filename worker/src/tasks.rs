@@ -18,7 +18,8 @@ use mr_common::{DataDir, PathError};
 use mr_shuffle::{Group, Merger, Reader, RunError, ShuffleError, Writer};
 use mr_storage::{S3Store, Storage, StoreError};
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 /// Bytes of key groups handed to the app per reduce call: few boundary crossings, bounded memory.
@@ -127,17 +128,36 @@ pub fn run_map(
     length: u64,
 ) -> Result<TaskStats, TaskError> {
     let clock = TaskClock::start(ctx.limits);
-    let (start, contents) = match ctx.store {
+    // A local split goes straight from the file into the app's memory; an object's comes
+    // in one ranged GET, and is kept.
+    let (result, held) = match ctx.store {
         Storage::Local => {
             let path = ctx.data.resolve("input", input)?;
-            read_split_at(&path, offset, length).map_err(io_error(&path))?
+            (
+                map_local_split(ctx, app, input, &path, offset, length)?,
+                None,
+            )
         }
-        Storage::S3(s3) => read_split_s3(s3, input, offset, length)?,
+        Storage::S3(s3) => {
+            let (start, contents) = read_split_s3(s3, input, offset, length)?;
+            (
+                app.map(&ctx.limits, input, &contents),
+                Some((start, contents)),
+            )
+        }
     };
     let mut skipped = Vec::new();
-    let output = match app.map(&ctx.limits, input, &contents) {
+    let output = match result {
         Ok(output) => output,
         Err(error) if ctx.skip_budget > 0 && skip::is_record_failure(&error) => {
+            // Mapped again in parts: the split's bytes are needed on the host now.
+            let (start, contents) = match held {
+                Some(held) => held,
+                None => {
+                    let path = ctx.data.resolve("input", input)?;
+                    read_split_at(&path, offset, length).map_err(io_error(&path))?
+                }
+            };
             let lines = skip::line_starts(&contents);
             let bytes = |r: std::ops::Range<usize>| {
                 let end = lines.get(r.end).copied().unwrap_or(contents.len());
@@ -164,7 +184,6 @@ pub fn run_map(
         }
         Err(error) => return Err(error.into()),
     };
-    drop(contents);
     let mut output = output;
     let counters = std::mem::take(&mut output.counters);
 
@@ -315,28 +334,68 @@ pub fn read_split(path: &Path, offset: u64, length: u64) -> io::Result<Vec<u8>> 
     read_split_at(path, offset, length).map(|(_, contents)| contents)
 }
 
+/// Maps the split `[offset, offset + length)` of the local file `path` (its lines, as
+/// [`read_split`] has them), read straight into the app's memory: no host buffer holds it.
+/// The outer error is the file's; the inner one, the app's.
+fn map_local_split(
+    ctx: &TaskContext<'_>,
+    app: &AppModule,
+    input: &str,
+    path: &Path,
+    offset: u64,
+    length: u64,
+) -> Result<Result<MapOutput, AppError>, TaskError> {
+    let file = File::open(path).map_err(io_error(path))?;
+    let (start, end) = split_bounds(&file, offset, length).map_err(io_error(path))?;
+    let len = usize::try_from(end - start)
+        .map_err(|_| io_error(path)(io::Error::other("the split does not fit in memory")))?;
+    let read = |dest: &mut [u8]| file.read_exact_at(dest, start);
+    app.map_with(&ctx.limits, input, len, read)
+        .map_err(io_error(path))
+}
+
+/// Where the lines that [`read_split`] reads lie in `file`: bytes `[start, end)`, found with
+/// short reads around the split's two ends, so that the lines can then be read in one go
+/// wherever they are wanted.
+fn split_bounds(file: &File, offset: u64, length: u64) -> io::Result<(u64, u64)> {
+    let size = file.metadata()?.len();
+    let start = match offset {
+        0 => 0,
+        _ => past_newline(file, offset - 1)?.min(size),
+    };
+    let end = offset.saturating_add(length).min(size);
+    if start >= end {
+        return Ok((start, start));
+    }
+    Ok((start, past_newline(file, end - 1)?.min(size)))
+}
+
+/// The position just past the first newline at or after `from` in `file`, or where the
+/// file ends if no newline follows.
+fn past_newline(file: &File, mut from: u64) -> io::Result<u64> {
+    let mut chunk = [0u8; 4096];
+    loop {
+        let read = match file.read_at(&mut chunk, from) {
+            Ok(0) => return Ok(from),
+            Ok(read) => read,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if let Some(i) = chunk[..read].iter().position(|&b| b == b'\n') {
+            return Ok(from + i as u64 + 1);
+        }
+        from += read as u64;
+    }
+}
+
 /// [`read_split`], with the byte offset in the file where the split's first line starts.
 pub fn read_split_at(path: &Path, offset: u64, length: u64) -> io::Result<(u64, Vec<u8>)> {
-    let mut reader = BufReader::with_capacity(256 << 10, File::open(path)?);
-    let mut start = offset;
-    if offset > 0 {
-        reader.seek(SeekFrom::Start(offset - 1))?;
-        let mut skipped = Vec::new();
-        let n = reader.read_until(b'\n', &mut skipped)? as u64;
-        start = offset - 1 + n;
-    }
-    let end = offset + length;
-    if start >= end {
-        return Ok((start, Vec::new()));
-    }
-    // Sized up front (plus room for the last line's tail): growing by doubling copied a
-    // 16 MiB split several times over and faulted in fresh pages each time.
-    let size = usize::try_from(end - start).unwrap_or(0);
-    let mut contents = Vec::with_capacity(size.saturating_add(64 << 10));
-    (&mut reader).take(end - start).read_to_end(&mut contents)?;
-    if contents.last().is_some_and(|&b| b != b'\n') {
-        reader.read_until(b'\n', &mut contents)?;
-    }
+    let file = File::open(path)?;
+    let (start, end) = split_bounds(&file, offset, length)?;
+    let len = usize::try_from(end - start)
+        .map_err(|_| io::Error::other("the split does not fit in memory"))?;
+    let mut contents = vec![0; len];
+    file.read_exact_at(&mut contents, start)?;
     Ok((start, contents))
 }
 
@@ -1106,6 +1165,46 @@ mod tests {
                 offset += length;
             }
             assert_eq!(joined, text, "split size {split}");
+        }
+    }
+
+    /// A split is the lines that start in `[offset, offset + length)`, by a plain reading
+    /// of that rule, for every offset and many lengths: lines longer than one search read,
+    /// a file without a final newline, empty lines, splits past the end, an empty file.
+    #[test]
+    fn a_split_is_the_lines_that_start_in_its_range() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let long = "x".repeat(9000);
+        let texts = [
+            format!("a b\n{long}\n\nc\n{long} d\nend"),
+            format!("\n\n{long}\n"),
+            "one line, no newline".to_string(),
+            String::new(),
+        ];
+        for (n, text) in texts.iter().enumerate() {
+            let path = dir.path().join(format!("f{n}.txt"));
+            std::fs::write(&path, text).expect("write");
+            let size = text.len() as u64;
+            for offset in (0..=size + 2)
+                .step_by(7)
+                .chain([1, size.saturating_sub(1), size])
+            {
+                for length in [1, 2, 5, 4095, 4096, 9001, size + 1] {
+                    let (mut want, mut want_start, mut at) = (Vec::new(), None, 0u64);
+                    for line in text.as_bytes().split_inclusive(|&b| b == b'\n') {
+                        if (offset..offset + length).contains(&at) {
+                            want.extend_from_slice(line);
+                            want_start.get_or_insert(at);
+                        }
+                        at += line.len() as u64;
+                    }
+                    let (start, got) = read_split_at(&path, offset, length).expect("read");
+                    assert_eq!(got, want, "file {n}, offset {offset}, length {length}");
+                    if let Some(want_start) = want_start {
+                        assert_eq!(start, want_start, "file {n}, offset {offset}");
+                    }
+                }
+            }
         }
     }
 }

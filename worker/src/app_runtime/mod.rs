@@ -725,30 +725,71 @@ impl AppModule {
         input_name: &str,
         contents: &[u8],
     ) -> Result<MapOutput, AppError> {
+        let copy = |dest: &mut [u8]| {
+            dest.copy_from_slice(contents);
+            Ok::<_, std::convert::Infallible>(())
+        };
+        match self.map_with(limits, input_name, contents.len(), copy) {
+            Ok(result) => result,
+            Err(never) => match never {},
+        }
+    }
+
+    /// [`Self::map`] over a split of `len` bytes that `fill` writes: for a core module,
+    /// straight into the instance's memory (a task reading a file then holds no copy of
+    /// its split on the host). The outer error is `fill`'s: the split could not be read.
+    pub fn map_with<E>(
+        &self,
+        limits: &Limits,
+        input_name: &str,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]) -> Result<(), E>,
+    ) -> Result<Result<MapOutput, AppError>, E> {
         let (output, counters) = match &self.code {
             Code::Core(pre) => {
                 let Ok(name_len) = u32::try_from(input_name.len()) else {
-                    return Err(self.abi("the input name is longer than 4 GiB".into()));
+                    return Ok(Err(self.abi("the input name is longer than 4 GiB".into())));
                 };
-                let mut instance = self.instantiate(pre, limits, "mr_map")?;
+                let mut instance = match self.instantiate(pre, limits, "mr_map") {
+                    Ok(instance) => instance,
+                    Err(e) => return Ok(Err(e)),
+                };
                 let header = name_len.to_le_bytes();
-                // Written straight into the guest's buffer: a split is not copied twice.
-                let (ptr, len) = instance.call(&[&header, input_name.as_bytes(), contents])?;
-                let output = instance.output(ptr, len)?.to_vec();
+                let (ptr, len) =
+                    match instance.call_with(&[&header, input_name.as_bytes()], len, fill)? {
+                        Ok(output) => output,
+                        Err(e) => return Ok(Err(e)),
+                    };
+                let output = match instance.output(ptr, len) {
+                    Ok(output) => output.to_vec(),
+                    Err(e) => return Ok(Err(e)),
+                };
                 let counters = std::mem::take(&mut instance.store.data_mut().counters);
                 (output, counters)
             }
             Code::Component(pre) => {
-                let mut session = component::Session::new(pre, self.store(pre.engine(), limits))
-                    .map_err(|(mut store, e)| classify(&self.name, limits, &mut store, e))?;
-                let output = session.map(limits, input_name, contents)?;
+                let mut contents = vec![0; len];
+                fill(&mut contents)?;
+                let mut session =
+                    match component::Session::new(pre, self.store(pre.engine(), limits)) {
+                        Ok(session) => session,
+                        Err((mut store, e)) => {
+                            return Ok(Err(classify(&self.name, limits, &mut store, e)));
+                        }
+                    };
+                let output = match session.map(limits, input_name, &contents) {
+                    Ok(output) => output,
+                    Err(e) => return Ok(Err(e)),
+                };
                 (output, session.take_counters())
             }
         };
-        let mut output =
-            MapOutput::parse(output).map_err(|e| self.abi(format!("malformed map output: {e}")))?;
-        output.counters = counters;
-        Ok(output)
+        Ok(MapOutput::parse(output)
+            .map(|mut output| {
+                output.counters = counters;
+                output
+            })
+            .map_err(|e| self.abi(format!("malformed map output: {e}"))))
     }
 
     /// A reduce session: ONE instance for a whole reduce task; the deadline covers the
@@ -880,33 +921,53 @@ impl Instance {
     /// Copies `parts` (concatenated) into a buffer from `mr_alloc`, calls the entry
     /// point on it, and returns the (unchecked) output pointer and length.
     fn call(&mut self, parts: &[&[u8]]) -> Result<(u32, u32), AppError> {
-        let total: usize = parts.iter().map(|p| p.len()).sum();
+        let nothing = |_: &mut [u8]| Ok::<_, std::convert::Infallible>(());
+        match self.call_with(parts, 0, nothing) {
+            Ok(result) => result,
+            Err(never) => match never {},
+        }
+    }
+
+    /// [`Self::call`] with `tail` more bytes after `parts`, written in place by `fill`
+    /// (whose error is the outer one).
+    fn call_with<E>(
+        &mut self,
+        parts: &[&[u8]],
+        tail: usize,
+        fill: impl FnOnce(&mut [u8]) -> Result<(), E>,
+    ) -> Result<Result<(u32, u32), AppError>, E> {
+        let total: usize = parts
+            .iter()
+            .map(|p| p.len())
+            .sum::<usize>()
+            .saturating_add(tail);
         let Ok(len) = i32::try_from(total) else {
-            return Err(self.abi(format!(
+            return Ok(Err(self.abi(format!(
                 "an input of {total} bytes does not fit a 32-bit app (2 GiB at most)"
-            )));
+            ))));
         };
-        let ptr = self
-            .alloc
-            .call(&mut self.store, len)
-            .map_err(|e| self.error(e))?;
+        let ptr = match self.alloc.call(&mut self.store, len) {
+            Ok(ptr) => ptr,
+            Err(e) => return Ok(Err(self.error(e))),
+        };
         let memory = self.memory.data_mut(&mut self.store);
         let end = (ptr as u32 as usize).checked_add(total);
         let Some(dest) = end.and_then(|end| memory.get_mut(ptr as u32 as usize..end)) else {
-            return Err(self.abi(format!(
+            return Ok(Err(self.abi(format!(
                 "mr_alloc({len}) returned {ptr}, outside the module's memory"
-            )));
+            ))));
         };
         let mut at = 0;
         for part in parts {
             dest[at..at + part.len()].copy_from_slice(part);
             at += part.len();
         }
-        let packed = self
+        fill(&mut dest[at..])?;
+        Ok(self
             .call
             .call(&mut self.store, (ptr, len))
-            .map_err(|e| self.error(e))? as u64;
-        Ok(((packed >> 32) as u32, packed as u32))
+            .map(|packed| ((packed as u64 >> 32) as u32, packed as u32))
+            .map_err(|e| self.error(e)))
     }
 
     /// The guest's output buffer, bounds-checked.
