@@ -1,8 +1,9 @@
 //! The reduce side's streaming k-way merge: sorted intermediate files in, one
 //! [`Group`] (a key and all its values) at a time out.
 //!
-//! A binary min-heap of source indices, ordered by (current key, source index), picks the
-//! next record. Ties go to the lower source index, which is what orders a group's values
+//! A tournament tree of source indices (a loser tree), ordered by (current key, source
+//! index), picks the next record: ⌈log₂ k⌉ comparisons a record, about half what a binary
+//! heap makes. Ties go to the lower source index, which is what orders a group's values
 //! by map task and then by position in the file. Records stay in the readers' buffers
 //! until they are copied into the group, so memory is bounded by one buffer per source
 //! plus the largest group.
@@ -94,8 +95,13 @@ pub struct Merger<R: Read> {
     /// source advances: most comparisons of the heap are settled by them, without reading
     /// the keys (a `memcmp` call each, a large part of a reduce's merge before).
     prefixes: Vec<u64>,
-    /// Min-heap of the indices of the sources that have a current record.
-    heap: Vec<usize>,
+    /// Whether each source has a current record (it is not exhausted).
+    live: Vec<bool>,
+    /// The loser tree over k sources: `tree[0]` is the source whose record comes next (the
+    /// winner), and `tree[n]`, for 1 ≤ n < k, the loser of the match at node n, whose
+    /// children are nodes 2n and 2n + 1; source i is leaf k + i. Advancing the winner
+    /// replays only its own path to the root. Empty when there are no sources.
+    tree: Vec<usize>,
     /// Set once an error was reported: the source it came from.
     failed: Option<usize>,
 }
@@ -106,7 +112,8 @@ impl<R: Read> Merger<R> {
     /// `sources[i]` is map task i's file for this partition; the index is reported in errors.
     pub fn new(sources: Vec<Reader<R>>) -> Result<Self, MergeError> {
         let mut merger = Self {
-            heap: Vec::with_capacity(sources.len()),
+            live: vec![false; sources.len()],
+            tree: Vec::new(),
             prefixes: vec![0; sources.len()],
             sources,
             failed: None,
@@ -115,7 +122,7 @@ impl<R: Read> Merger<R> {
             match source.advance() {
                 Ok(true) => {
                     merger.prefixes[source_index] = key_prefix(source.key());
-                    merger.heap.push(source_index);
+                    merger.live[source_index] = true;
                 }
                 Ok(false) => {}
                 Err(error) => {
@@ -126,10 +133,73 @@ impl<R: Read> Merger<R> {
                 }
             }
         }
-        for i in (0..merger.heap.len() / 2).rev() {
-            sift_down(&mut merger.heap, &merger.sources, &merger.prefixes, i);
-        }
+        merger.build();
         Ok(merger)
+    }
+
+    /// Plays every match of the tree, from the leaves up.
+    fn build(&mut self) {
+        let k = self.sources.len();
+        if k == 0 {
+            return;
+        }
+        self.tree = vec![0; k];
+        // The winner of the match at each internal node, while building.
+        let mut winners = vec![0; k];
+        for node in (1..k).rev() {
+            let player = |child: usize| {
+                if child >= k {
+                    child - k
+                } else {
+                    winners[child]
+                }
+            };
+            let (a, b) = (player(2 * node), player(2 * node + 1));
+            let (winner, loser) = if self.before(a, b) { (a, b) } else { (b, a) };
+            winners[node] = winner;
+            self.tree[node] = loser;
+        }
+        self.tree[0] = if k == 1 { 0 } else { winners[1] };
+    }
+
+    /// Replays the matches on `source`'s path to the root after its record changed.
+    #[inline]
+    fn replay(&mut self, mut source: usize) {
+        let mut node = (source + self.sources.len()) / 2;
+        while node > 0 {
+            let other = self.tree[node];
+            if self.before(other, source) {
+                self.tree[node] = source;
+                source = other;
+            }
+            node /= 2;
+        }
+        self.tree[0] = source;
+    }
+
+    /// The source whose record comes next, if any has one.
+    #[inline]
+    fn top(&self) -> Option<usize> {
+        let &winner = self.tree.first()?;
+        self.live[winner].then_some(winner)
+    }
+
+    /// Whether source `a`'s current record comes before source `b`'s: by key, then by
+    /// source (so that equal keys keep the sources' order); an exhausted source comes after
+    /// every live one.
+    #[inline]
+    fn before(&self, a: usize, b: usize) -> bool {
+        match (self.live[a], self.live[b]) {
+            (true, true) => match self.prefixes[a].cmp(&self.prefixes[b]) {
+                std::cmp::Ordering::Equal => {
+                    (self.sources[a].key(), a) < (self.sources[b].key(), b)
+                }
+                order => order.is_lt(),
+            },
+            (true, false) => true,
+            (false, true) => false,
+            (false, false) => a < b,
+        }
     }
 
     /// Fills `group` with the next key and all its values (values ordered by source index,
@@ -140,11 +210,11 @@ impl<R: Read> Merger<R> {
     pub fn next_group(&mut self, group: &mut Group) -> Result<bool, MergeError> {
         group.clear();
         self.usable()?;
-        let Some(&first) = self.heap.first() else {
+        let Some(first) = self.top() else {
             return Ok(false);
         };
         group.key.extend_from_slice(self.sources[first].key());
-        while let Some(&top) = self.heap.first() {
+        while let Some(top) = self.top() {
             let source = &mut self.sources[top];
             if source.key() != group.key.as_slice() {
                 break;
@@ -166,14 +236,12 @@ impl<R: Read> Merger<R> {
         }
     }
 
-    /// Moves the source at the top of the heap to its next record (dropping it from the
-    /// heap once exhausted and verified) and restores the heap; an error is remembered.
+    /// Moves the winning source to its next record (out of play once exhausted and
+    /// verified) and replays its matches; an error is remembered.
     fn advance_top(&mut self, top: usize) -> Result<(), MergeError> {
         match self.sources[top].advance() {
             Ok(true) => self.prefixes[top] = key_prefix(self.sources[top].key()),
-            Ok(false) => {
-                self.heap.swap_remove(0);
-            }
+            Ok(false) => self.live[top] = false,
             Err(error) => {
                 self.failed = Some(top);
                 return Err(MergeError {
@@ -182,7 +250,7 @@ impl<R: Read> Merger<R> {
                 });
             }
         }
-        sift_down(&mut self.heap, &self.sources, &self.prefixes, 0);
+        self.replay(top);
         Ok(())
     }
 }
@@ -198,7 +266,7 @@ impl<R: Read> Merger<R> {
     pub fn write_run<W: Write>(&mut self, out: &mut Writer<W>) -> Result<u64, RunError> {
         self.usable().map_err(RunError::Source)?;
         let mut written = 0;
-        while let Some(&top) = self.heap.first() {
+        while let Some(top) = self.top() {
             let source = &self.sources[top];
             out.append(source.key(), source.value())
                 .map_err(RunError::Output)?;
@@ -206,37 +274,5 @@ impl<R: Read> Merger<R> {
             self.advance_top(top).map_err(RunError::Source)?;
         }
         Ok(written)
-    }
-}
-
-/// Whether source `a`'s current record comes before source `b`'s: by key, then by source
-/// (so that equal keys keep the sources' order).
-#[inline]
-fn before<R: Read>(sources: &[Reader<R>], prefixes: &[u64], a: usize, b: usize) -> bool {
-    match prefixes[a].cmp(&prefixes[b]) {
-        std::cmp::Ordering::Equal => (sources[a].key(), a) < (sources[b].key(), b),
-        order => order.is_lt(),
-    }
-}
-
-/// Restores the heap property below position `i`.
-#[inline]
-fn sift_down<R: Read>(heap: &mut [usize], sources: &[Reader<R>], prefixes: &[u64], mut i: usize) {
-    loop {
-        let left = 2 * i + 1;
-        if left >= heap.len() {
-            return;
-        }
-        let right = left + 1;
-        let child = if right < heap.len() && before(sources, prefixes, heap[right], heap[left]) {
-            right
-        } else {
-            left
-        };
-        if !before(sources, prefixes, heap[child], heap[i]) {
-            return;
-        }
-        heap.swap(i, child);
-        i = child;
     }
 }
