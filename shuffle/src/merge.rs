@@ -92,7 +92,7 @@ impl Group {
 pub struct Merger<R: Read> {
     sources: Vec<Reader<R>>,
     /// Each source's current key's first 8 bytes as a number ([`key_prefix`]), kept as the
-    /// source advances: most comparisons of the heap are settled by them, without reading
+    /// source advances: most comparisons of the tree are settled by them, without reading
     /// the keys (a `memcmp` call each, a large part of a reduce's merge before).
     prefixes: Vec<u64>,
     /// Whether each source has a current record (it is not exhausted).

@@ -682,6 +682,30 @@ enum Code {
     Component(component::Pre),
 }
 
+/// Why a call that writes its input in place ([`Instance::call_with`]) failed: the app, or
+/// the code that fills the input (reading the split).
+enum Failed<E> {
+    App(AppError),
+    Fill(E),
+}
+
+impl<E> From<AppError> for Failed<E> {
+    fn from(e: AppError) -> Self {
+        Self::App(e)
+    }
+}
+
+impl<E> Failed<E> {
+    /// The filler's error outside, the app's inside.
+    fn split<T>(result: Result<T, Self>) -> Result<Result<T, AppError>, E> {
+        match result {
+            Ok(value) => Ok(Ok(value)),
+            Err(Self::App(e)) => Ok(Err(e)),
+            Err(Self::Fill(e)) => Err(e),
+        }
+    }
+}
+
 /// A live instance and its ABI exports.
 struct Instance {
     store: Store<HostState>,
@@ -745,51 +769,44 @@ impl AppModule {
         len: usize,
         fill: impl FnOnce(&mut [u8]) -> Result<(), E>,
     ) -> Result<Result<MapOutput, AppError>, E> {
+        Failed::split(self.map_filled(limits, input_name, len, fill))
+    }
+
+    fn map_filled<E>(
+        &self,
+        limits: &Limits,
+        input_name: &str,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]) -> Result<(), E>,
+    ) -> Result<MapOutput, Failed<E>> {
         let (output, counters) = match &self.code {
             Code::Core(pre) => {
                 let Ok(name_len) = u32::try_from(input_name.len()) else {
-                    return Ok(Err(self.abi("the input name is longer than 4 GiB".into())));
+                    return Err(self
+                        .abi("the input name is longer than 4 GiB".into())
+                        .into());
                 };
-                let mut instance = match self.instantiate(pre, limits, "mr_map") {
-                    Ok(instance) => instance,
-                    Err(e) => return Ok(Err(e)),
-                };
+                let mut instance = self.instantiate(pre, limits, "mr_map")?;
                 let header = name_len.to_le_bytes();
                 let (ptr, len) =
-                    match instance.call_with(&[&header, input_name.as_bytes()], len, fill)? {
-                        Ok(output) => output,
-                        Err(e) => return Ok(Err(e)),
-                    };
-                let output = match instance.output(ptr, len) {
-                    Ok(output) => output.to_vec(),
-                    Err(e) => return Ok(Err(e)),
-                };
+                    instance.call_with(&[&header, input_name.as_bytes()], len, fill)?;
+                let output = instance.output(ptr, len)?.to_vec();
                 let counters = std::mem::take(&mut instance.store.data_mut().counters);
                 (output, counters)
             }
             Code::Component(pre) => {
                 let mut contents = vec![0; len];
-                fill(&mut contents)?;
-                let mut session =
-                    match component::Session::new(pre, self.store(pre.engine(), limits)) {
-                        Ok(session) => session,
-                        Err((mut store, e)) => {
-                            return Ok(Err(classify(&self.name, limits, &mut store, e)));
-                        }
-                    };
-                let output = match session.map(limits, input_name, &contents) {
-                    Ok(output) => output,
-                    Err(e) => return Ok(Err(e)),
-                };
+                fill(&mut contents).map_err(Failed::Fill)?;
+                let mut session = component::Session::new(pre, self.store(pre.engine(), limits))
+                    .map_err(|(mut store, e)| classify(&self.name, limits, &mut store, e))?;
+                let output = session.map(limits, input_name, &contents)?;
                 (output, session.take_counters())
             }
         };
-        Ok(MapOutput::parse(output)
-            .map(|mut output| {
-                output.counters = counters;
-                output
-            })
-            .map_err(|e| self.abi(format!("malformed map output: {e}"))))
+        let mut output =
+            MapOutput::parse(output).map_err(|e| self.abi(format!("malformed map output: {e}")))?;
+        output.counters = counters;
+        Ok(output)
     }
 
     /// A reduce session: ONE instance for a whole reduce task; the deadline covers the
@@ -922,52 +939,56 @@ impl Instance {
     /// point on it, and returns the (unchecked) output pointer and length.
     fn call(&mut self, parts: &[&[u8]]) -> Result<(u32, u32), AppError> {
         let nothing = |_: &mut [u8]| Ok::<_, std::convert::Infallible>(());
-        match self.call_with(parts, 0, nothing) {
-            Ok(result) => result,
-            Err(never) => match never {},
-        }
+        self.call_with(parts, 0, nothing)
+            .map_err(|failed| match failed {
+                Failed::App(e) => e,
+                Failed::Fill(never) => match never {},
+            })
     }
 
-    /// [`Self::call`] with `tail` more bytes after `parts`, written in place by `fill`
-    /// (whose error is the outer one).
+    /// [`Self::call`] with `tail` more bytes after `parts`, written in place by `fill`.
     fn call_with<E>(
         &mut self,
         parts: &[&[u8]],
         tail: usize,
         fill: impl FnOnce(&mut [u8]) -> Result<(), E>,
-    ) -> Result<Result<(u32, u32), AppError>, E> {
+    ) -> Result<(u32, u32), Failed<E>> {
         let total: usize = parts
             .iter()
             .map(|p| p.len())
             .sum::<usize>()
             .saturating_add(tail);
         let Ok(len) = i32::try_from(total) else {
-            return Ok(Err(self.abi(format!(
-                "an input of {total} bytes does not fit a 32-bit app (2 GiB at most)"
-            ))));
+            return Err(self
+                .abi(format!(
+                    "an input of {total} bytes does not fit a 32-bit app (2 GiB at most)"
+                ))
+                .into());
         };
-        let ptr = match self.alloc.call(&mut self.store, len) {
-            Ok(ptr) => ptr,
-            Err(e) => return Ok(Err(self.error(e))),
-        };
+        let ptr = self
+            .alloc
+            .call(&mut self.store, len)
+            .map_err(|e| self.error(e))?;
         let memory = self.memory.data_mut(&mut self.store);
         let end = (ptr as u32 as usize).checked_add(total);
         let Some(dest) = end.and_then(|end| memory.get_mut(ptr as u32 as usize..end)) else {
-            return Ok(Err(self.abi(format!(
-                "mr_alloc({len}) returned {ptr}, outside the module's memory"
-            ))));
+            return Err(self
+                .abi(format!(
+                    "mr_alloc({len}) returned {ptr}, outside the module's memory"
+                ))
+                .into());
         };
         let mut at = 0;
         for part in parts {
             dest[at..at + part.len()].copy_from_slice(part);
             at += part.len();
         }
-        fill(&mut dest[at..])?;
-        Ok(self
+        fill(&mut dest[at..]).map_err(Failed::Fill)?;
+        let packed = self
             .call
             .call(&mut self.store, (ptr, len))
-            .map(|packed| ((packed as u64 >> 32) as u32, packed as u32))
-            .map_err(|e| self.error(e)))
+            .map_err(|e| self.error(e))? as u64;
+        Ok(((packed >> 32) as u32, packed as u32))
     }
 
     /// The guest's output buffer, bounds-checked.
