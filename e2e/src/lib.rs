@@ -816,15 +816,22 @@ pub fn files_under(dir: &Path) -> Vec<String> {
 }
 
 /// The temp files (`*.tmp`) under `data/jobs`.
-pub fn temp_files(data: &Path) -> Vec<String> {
+fn temp_files(data: &Path) -> Vec<String> {
     files_under(&data.join("jobs"))
         .into_iter()
         .filter(|f| f.ends_with(".tmp"))
         .collect()
 }
 
-/// Asserts that no temp file (`*.tmp`) is left under `data/jobs`.
+/// Asserts that no temp file (`*.tmp`) is left under `data/jobs`, once the workers have
+/// had up to 10 s to remove them: a worker removes a superseded attempt's files only after
+/// the coordinator has answered its late report, so they may outlive the job by a moment.
 pub fn assert_no_temp_files(data: &Path) {
-    let temps = temp_files(data);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut temps = temp_files(data);
+    while !temps.is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        temps = temp_files(data);
+    }
     assert!(temps.is_empty(), "temp files left: {temps:?}");
 }
